@@ -1,1 +1,77 @@
-//! placeholder
+//! The Rust client for Cairn: connect to a cluster, produce, consume and administer it.
+//!
+//! ```no_run
+//! use cairn_client::{Client, ConsumerConfig, NewTopic, ProducerConfig, ProducerRecord, SeekTo};
+//! use futures::StreamExt;
+//!
+//! # async fn demo() -> cairn_client::Result<()> {
+//! let client = Client::connect(["127.0.0.1:9092"]).await?;
+//! client.admin().create_topic(NewTopic::new("orders", 3)).await?;
+//!
+//! let producer = client.producer(ProducerConfig::default());
+//! let ack = producer
+//!     .send(ProducerRecord::new("orders", "hello").key("customer-7"))
+//!     .await?;
+//! println!("written to partition {} at offset {}", ack.partition, ack.offset);
+//! producer.flush().await?;
+//!
+//! let mut consumer = client.consumer(ConsumerConfig::default());
+//! consumer.seek("orders", ack.partition, SeekTo::Offset(ack.offset)).await?;
+//! if let Some(record) = consumer.next().await {
+//!     assert_eq!(record?.value, "hello");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`client`](Client): the [`Client`] handle: one cached tonic channel per broker (large
+//!   HTTP/2 windows, `TCP_NODELAY`, 64 MiB message limits), the metadata cache (broker id →
+//!   address, topic → partition leaders) and the retry loop that routes each request to its
+//!   partition's leader and follows `NOT_LEADER` and failovers.
+//! - [`config`](ClientConfig): [`ClientConfig`] and [`ClientBuilder`], with every default.
+//! - [`error`](Error): [`Error`], parsed from the broker's `google.rpc.ErrorInfo` reasons.
+//! - [`producer`](Producer): [`Producer`], [`ProducerConfig`], [`ProducerRecord`],
+//!   [`RecordMetadata`]. Batches per partition by `linger` and `batch_bytes`; one dispatcher
+//!   task, and one sender task per partition pipelining batches on a `ProduceStream`.
+//!   - `accumulator`: one partition's open batch (sync, tested without a broker).
+//!   - `sender`: one partition's stream, in-flight window and retries.
+//!   - [`partitioner`](Partitioning): Kafka-compatible murmur2 for keys; sticky or round-robin
+//!     without one.
+//! - [`consumer`](Consumer): the simple [`Consumer`] (assign + seek), a `Stream` of
+//!   [`ConsumerRecord`]s fed by long-poll fetches of stored batches.
+//! - [`admin`](Admin): [`Admin`] for topics, partitions and the cluster. Answers are the
+//!   `cairn.v1` messages, re-exported here ([`TopicDescription`], [`TopicSummary`],
+//!   [`ClusterDescription`], [`PartitionOffset`], [`TopicConfig`], [`FsyncPolicy`]).
+//!
+//! # Guarantees and their limits
+//!
+//! - Records sent to one partition are written in the order `send` was called, unless a batch
+//!   fails with a retriable error while later batches in flight succeed; set
+//!   [`ProducerConfig::max_in_flight`] to 1 to rule that out.
+//! - Retries can duplicate a batch whose answer was lost (no idempotent producer yet).
+//! - The consumer's position lives in memory; nothing is committed to the broker.
+
+mod accumulator;
+mod admin;
+mod client;
+mod config;
+mod consumer;
+mod error;
+mod partitioner;
+mod producer;
+mod sender;
+
+pub use admin::{Admin, NewTopic};
+pub use client::{Client, SeekTo};
+pub use config::{ClientBuilder, ClientConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
+pub use error::{ERROR_DOMAIN, Error, LeaderHint, Result};
+pub use partitioner::{Partitioning, kafka_murmur2, partition_for_key};
+pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+
+pub use cairn_proto::v1::{
+    BrokerInfo, DescribeClusterResponse as ClusterDescription, FsyncPolicy, PartitionDescription,
+    PartitionOffset, TopicConfig, TopicDescription, TopicSummary,
+};

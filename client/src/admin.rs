@@ -1,0 +1,198 @@
+//! [`Admin`]: topics, partitions and the cluster description.
+//!
+//! Requests take plain Rust arguments ([`NewTopic`]); answers are the `cairn.v1` messages
+//! themselves, re-exported from the crate root ([`TopicDescription`], [`TopicSummary`],
+//! [`ClusterDescription`], ...), because they already are plain data with documented fields.
+//! Any broker accepts admin calls; the client picks one and moves on if it is unreachable.
+
+use cairn_proto::v1::{
+    CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeTopicRequest, ListTopicsRequest, PartitionOffset, TopicConfig,
+    TopicDescription, TopicSummary,
+};
+
+use crate::client::{Client, SeekTo};
+use crate::error::{Error, Result};
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+    pub name: String,
+    /// Number of partitions, at least 1.
+    pub partitions: u32,
+    /// Copies of each partition; 0 lets the broker choose (1 on a single broker).
+    pub replication_factor: u32,
+    /// Settings; unset fields take the broker's defaults.
+    pub config: TopicConfig,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` partitions, the broker's replication factor and defaults.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor: 0,
+            config: TopicConfig::default(),
+        }
+    }
+
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, rf: u32) -> Self {
+        self.replication_factor = rf;
+        self
+    }
+
+    /// Sets the topic's config.
+    pub fn config(mut self, config: TopicConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+/// Administers the cluster. Made by [`Client::admin`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+impl Admin {
+    pub(crate) fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Creates a topic and returns it as it now stands.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TopicAlreadyExists`] (also when a retry follows a lost answer to a create that
+    /// succeeded); [`Error::InvalidArgument`] with reason `INVALID_TOPIC_NAME` or
+    /// `INVALID_ARGUMENT`; [`Error::NotEnoughReplicas`] when the cluster has too few brokers.
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicDescription> {
+        let request = CreateTopicRequest {
+            name: topic.name,
+            partitions: topic.partitions,
+            replication_factor: topic.replication_factor,
+            config: Some(topic.config),
+        };
+        let response = self
+            .client
+            .call_admin(|mut c| {
+                let request = request.clone();
+                async move { c.create_topic(request).await }
+            })
+            .await?;
+        // Producers and consumers made from now on should see the topic at once.
+        let _ = self.client.refresh().await;
+        response.topic.ok_or_else(missing_topic)
+    }
+
+    /// Deletes a topic and all of its data.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`].
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let request = DeleteTopicRequest { name: name.into() };
+        self.client
+            .call_admin(|mut c| {
+                let request = request.clone();
+                async move { c.delete_topic(request).await }
+            })
+            .await?;
+        let _ = self.client.refresh().await;
+        Ok(())
+    }
+
+    /// Lists every topic, in name order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] when no broker answers.
+    pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
+        let response = self
+            .client
+            .call_admin(|mut c| async move { c.list_topics(ListTopicsRequest {}).await })
+            .await?;
+        Ok(response.topics)
+    }
+
+    /// Describes a topic: config and, per partition, offsets, size, replicas and leader.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`].
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let request = DescribeTopicRequest { name: name.into() };
+        let response = self
+            .client
+            .call_admin(|mut c| {
+                let request = request.clone();
+                async move { c.describe_topic(request).await }
+            })
+            .await?;
+        response.topic.ok_or_else(missing_topic)
+    }
+
+    /// Grows a topic to `total_partitions` partitions (never shrinks it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTopic`]; [`Error::InvalidArgument`] if `total_partitions` is not larger
+    /// than the current count.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total_partitions: u32,
+    ) -> Result<TopicDescription> {
+        let request = CreatePartitionsRequest {
+            name: name.into(),
+            total_partitions,
+        };
+        let response = self
+            .client
+            .call_admin(|mut c| {
+                let request = request.clone();
+                async move { c.create_partitions(request).await }
+            })
+            .await?;
+        let _ = self.client.refresh().await;
+        response.topic.ok_or_else(missing_topic)
+    }
+
+    /// Describes the cluster: its id, brokers and controller.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] when no broker answers.
+    pub async fn describe_cluster(&self) -> Result<DescribeClusterResponse> {
+        self.client
+            .call_admin(|mut c| async move { c.describe_cluster(DescribeClusterRequest {}).await })
+            .await
+    }
+
+    /// Looks up offsets of `partitions` of `topic` (all when empty); see
+    /// [`Client::list_offsets`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::list_offsets`].
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        at: SeekTo,
+    ) -> Result<Vec<PartitionOffset>> {
+        self.client.list_offsets(topic, partitions, at).await
+    }
+}
+
+fn missing_topic() -> Error {
+    Error::Status {
+        code: tonic::Code::Internal,
+        reason: String::new(),
+        message: "the broker's answer has no topic".into(),
+        status: None,
+    }
+}

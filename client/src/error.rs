@@ -1,0 +1,459 @@
+//! The client's one error type, and the parsing of a broker's `tonic::Status` into it.
+//!
+//! The broker attaches a `google.rpc.ErrorInfo` (domain `cairn.v1`) with a stable `reason` to
+//! every error it returns (DESIGN.md §7). This module turns that reason, and the values in its
+//! metadata, into a variant the caller can act on; the original `tonic::Status` stays reachable
+//! as the error's `source()`. It knows nothing of routing or retries: [`Error::is_retriable`] only
+//! says which errors a retry can cure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::v1::ErrorStatus;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error the broker returns.
+pub const ERROR_DOMAIN: &str = "cairn.v1";
+
+/// `Result` with the client's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in the client. Each variant says what the caller can do; the
+/// broker's `tonic::Status`, when there was one, is the error's `source()`.
+///
+/// `Error` is `Clone` because a batch that fails fails every record future in it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The topic does not exist (reason `UNKNOWN_TOPIC`). Create it, or check the name.
+    #[error("unknown topic: {message}")]
+    UnknownTopic {
+        /// What the broker (or the metadata cache) said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The partition does not exist (reason `UNKNOWN_PARTITION`).
+    #[error("unknown partition: {message}")]
+    UnknownPartition {
+        /// What the broker (or the metadata cache) said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// A topic of that name exists already (reason `TOPIC_ALREADY_EXISTS`).
+    #[error("topic already exists: {message}")]
+    TopicAlreadyExists {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The offset asked for is outside `start..end` (reason `OFFSET_OUT_OF_RANGE`): seek into
+    /// the range. `start` is the log start offset, `end` the high watermark.
+    #[error("offset out of range: the partition holds offsets {start}..{end}")]
+    OffsetOutOfRange {
+        /// The partition's first stored offset.
+        start: i64,
+        /// The partition's high watermark (one past the last readable offset).
+        end: i64,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The broker asked is not the partition's leader (reason `NOT_LEADER`). The client retries
+    /// these itself; you see one only once its retries are spent.
+    #[error("not the partition leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader, if the broker knew it.
+        leader: Option<LeaderHint>,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// Too few in-sync replicas for an `acks = all` write (reason `NOT_ENOUGH_REPLICAS`).
+    #[error("not enough in-sync replicas: {message}")]
+    NotEnoughReplicas {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The request was malformed or too large (code `INVALID_ARGUMENT`): retrying will not help.
+    /// `reason` is the broker's, e.g. `INVALID_TOPIC_NAME`, `BATCH_TOO_LARGE`, `CORRUPT_BATCH`.
+    #[error("invalid argument ({reason}): {message}")]
+    InvalidArgument {
+        /// The stable reason, e.g. `RECORD_TOO_LARGE`.
+        reason: String,
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The broker is out of some resource (reason `RESOURCE_EXHAUSTED`); back off.
+    #[error("broker resource exhausted: {message}")]
+    ResourceExhausted {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The broker could not read or write its log (reason `STORAGE_ERROR`).
+    #[error("broker storage error: {message}")]
+    Storage {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// No broker could be reached, or the connection failed mid-call (`UNAVAILABLE` without a
+    /// Cairn reason, or a transport failure).
+    #[error("transport error: {message}")]
+    Transport {
+        /// What failed.
+        message: String,
+        /// The status tonic reported.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The broker did not answer within the configured request timeout.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// A fetched batch failed its CRC or could not be decoded; it was not delivered.
+    #[error("corrupt batch in {topic}/{partition}: {source}")]
+    CorruptBatch {
+        /// Topic read.
+        topic: String,
+        /// Partition read.
+        partition: u32,
+        /// What was wrong with the bytes.
+        #[source]
+        source: cairn_batch::BatchError,
+    },
+    /// Any other status from the broker.
+    #[error("{code} ({reason}): {message}")]
+    Status {
+        /// The gRPC code.
+        code: Code,
+        /// The `ErrorInfo` reason, empty when there was none.
+        reason: String,
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The client was configured with something unusable (no brokers, a bad address, ...).
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    /// The producer was shut down before the record was acknowledged.
+    #[error("the producer is closed")]
+    ProducerClosed,
+}
+
+/// Where a `NOT_LEADER` error said the leader is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader's broker id.
+    pub id: u32,
+    /// The leader's `host:port`, when the broker knew it.
+    pub addr: Option<String>,
+}
+
+impl Error {
+    /// Parses a broker's status: its `ErrorInfo` reason picks the variant, its metadata fills
+    /// the fields. A status without `ErrorInfo` maps by code alone.
+    pub fn from_status(status: Status) -> Self {
+        let (reason, metadata) = match status.get_details_error_info() {
+            Some(info) => (info.reason, info.metadata),
+            None => (String::new(), HashMap::new()),
+        };
+        let message = status.message().to_owned();
+        let code = status.code();
+        let status = Some(Arc::new(status));
+        let int = |key: &str| metadata.get(key).and_then(|v| v.parse::<i64>().ok());
+        match reason.as_str() {
+            "UNKNOWN_TOPIC" => Self::UnknownTopic { message, status },
+            "UNKNOWN_PARTITION" => Self::UnknownPartition { message, status },
+            "TOPIC_ALREADY_EXISTS" => Self::TopicAlreadyExists { message, status },
+            "OFFSET_OUT_OF_RANGE" => Self::OffsetOutOfRange {
+                start: int("log_start_offset").unwrap_or(-1),
+                end: int("high_watermark").unwrap_or(-1),
+                status,
+            },
+            "NOT_LEADER" => Self::NotLeader {
+                leader: int("leader_id")
+                    .and_then(|id| u32::try_from(id).ok())
+                    .map(|id| LeaderHint {
+                        id,
+                        addr: metadata
+                            .get("leader_addr")
+                            .filter(|a| !a.is_empty())
+                            .cloned(),
+                    }),
+                status,
+            },
+            "NOT_ENOUGH_REPLICAS" => Self::NotEnoughReplicas { message, status },
+            "RESOURCE_EXHAUSTED" => Self::ResourceExhausted { message, status },
+            "STORAGE_ERROR" => Self::Storage { message, status },
+            _ if code == Code::InvalidArgument => Self::InvalidArgument {
+                reason,
+                message,
+                status,
+            },
+            "" if code == Code::Unavailable => Self::Transport { message, status },
+            "" if code == Code::DeadlineExceeded => Self::Transport { message, status },
+            _ => Self::Status {
+                code,
+                reason,
+                message,
+                status,
+            },
+        }
+    }
+
+    /// Parses the error of one request inside a `ProduceStream`, which the broker sends as an
+    /// [`ErrorStatus`] message rather than a `tonic::Status`.
+    pub fn from_stream_error(e: ErrorStatus) -> Self {
+        Self::from_status(status_of(e))
+    }
+
+    /// Whether retrying the same request (after a metadata refresh and a backoff) may succeed:
+    /// leadership moved, a broker was unreachable, the ISR was briefly too small, or the broker
+    /// was overloaded.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::NotLeader { .. }
+            | Self::NotEnoughReplicas { .. }
+            | Self::ResourceExhausted { .. }
+            | Self::Transport { .. }
+            | Self::Timeout(_) => true,
+            Self::Status { code, .. } => {
+                matches!(code, Code::Unavailable | Code::Aborted | Code::Unknown)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the error says the topic or partition is missing, which may only mean that
+    /// metadata has not reached every broker yet.
+    pub fn is_unknown_topic_or_partition(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownTopic { .. } | Self::UnknownPartition { .. }
+        )
+    }
+
+    /// The broker's `tonic::Status`, when the error came from one.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Self::UnknownTopic { status, .. }
+            | Self::UnknownPartition { status, .. }
+            | Self::TopicAlreadyExists { status, .. }
+            | Self::OffsetOutOfRange { status, .. }
+            | Self::NotLeader { status, .. }
+            | Self::NotEnoughReplicas { status, .. }
+            | Self::InvalidArgument { status, .. }
+            | Self::ResourceExhausted { status, .. }
+            | Self::Storage { status, .. }
+            | Self::Transport { status, .. }
+            | Self::Status { status, .. } => status.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// An `UnknownTopic` raised by the client itself (the topic is not in the metadata).
+    pub(crate) fn unknown_topic(topic: &str) -> Self {
+        Self::UnknownTopic {
+            message: format!("topic {topic:?} does not exist"),
+            status: None,
+        }
+    }
+
+    /// An `UnknownPartition` raised by the client itself.
+    pub(crate) fn unknown_partition(topic: &str, partition: u32, count: usize) -> Self {
+        Self::UnknownPartition {
+            message: format!("topic {topic:?} has {count} partitions, not partition {partition}"),
+            status: None,
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Self {
+        Self::from_status(status)
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Self {
+        Self::Transport {
+            message: e.to_string(),
+            status: None,
+        }
+    }
+}
+
+/// Rebuilds the `tonic::Status` a unary call would have returned from a stream's [`ErrorStatus`].
+fn status_of(e: ErrorStatus) -> Status {
+    let code = Code::from(e.code);
+    if e.reason.is_empty() {
+        return Status::new(code, e.message);
+    }
+    let details = ErrorDetails::with_error_info(e.reason, ERROR_DOMAIN, e.metadata);
+    Status::with_error_details(code, e.message, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, reason: &str, meta: &[(&str, &str)]) -> Status {
+        let meta: HashMap<String, String> = meta
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Status::with_error_details(
+            code,
+            "broker says no",
+            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, meta),
+        )
+    }
+
+    #[test]
+    fn offset_out_of_range_carries_the_valid_range() {
+        let s = status(
+            Code::OutOfRange,
+            "OFFSET_OUT_OF_RANGE",
+            &[("log_start_offset", "10"), ("high_watermark", "42")],
+        );
+        match Error::from_status(s) {
+            Error::OffsetOutOfRange { start, end, status } => {
+                assert_eq!((start, end), (10, 42));
+                assert_eq!(status.expect("kept").code(), Code::OutOfRange);
+            }
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn not_leader_with_and_without_address() {
+        let with = status(
+            Code::FailedPrecondition,
+            "NOT_LEADER",
+            &[("leader_id", "3"), ("leader_addr", "10.0.0.3:9092")],
+        );
+        let e = Error::from_status(with);
+        assert!(e.is_retriable());
+        assert!(matches!(
+            e,
+            Error::NotLeader { leader: Some(LeaderHint { id: 3, addr: Some(ref a) }), .. }
+                if a == "10.0.0.3:9092"
+        ));
+        let empty_addr = status(
+            Code::FailedPrecondition,
+            "NOT_LEADER",
+            &[("leader_id", "2"), ("leader_addr", "")],
+        );
+        assert!(matches!(
+            Error::from_status(empty_addr),
+            Error::NotLeader {
+                leader: Some(LeaderHint { id: 2, addr: None }),
+                ..
+            }
+        ));
+        let unknown = status(Code::FailedPrecondition, "NOT_LEADER", &[]);
+        assert!(matches!(
+            Error::from_status(unknown),
+            Error::NotLeader { leader: None, .. }
+        ));
+    }
+
+    #[test]
+    fn reasons_map_to_variants() {
+        type Check = fn(&Error) -> bool;
+        let cases: &[(Code, &str, Check)] = &[
+            (Code::NotFound, "UNKNOWN_TOPIC", |e| {
+                matches!(e, Error::UnknownTopic { .. })
+            }),
+            (Code::NotFound, "UNKNOWN_PARTITION", |e| {
+                matches!(e, Error::UnknownPartition { .. })
+            }),
+            (Code::AlreadyExists, "TOPIC_ALREADY_EXISTS", |e| {
+                matches!(e, Error::TopicAlreadyExists { .. })
+            }),
+            (
+                Code::InvalidArgument,
+                "CORRUPT_BATCH",
+                |e| matches!(e, Error::InvalidArgument { reason, .. } if reason == "CORRUPT_BATCH"),
+            ),
+            (
+                Code::InvalidArgument,
+                "RECORD_TOO_LARGE",
+                |e| matches!(e, Error::InvalidArgument { reason, .. } if reason == "RECORD_TOO_LARGE"),
+            ),
+            (Code::Unavailable, "NOT_ENOUGH_REPLICAS", |e| {
+                matches!(e, Error::NotEnoughReplicas { .. }) && e.is_retriable()
+            }),
+            (Code::ResourceExhausted, "RESOURCE_EXHAUSTED", |e| {
+                matches!(e, Error::ResourceExhausted { .. })
+            }),
+            (Code::Internal, "STORAGE_ERROR", |e| {
+                matches!(e, Error::Storage { .. }) && !e.is_retriable()
+            }),
+            (
+                Code::PermissionDenied,
+                "SOMETHING_NEW",
+                |e| matches!(e, Error::Status { code: Code::PermissionDenied, reason, .. } if reason == "SOMETHING_NEW"),
+            ),
+        ];
+        for (code, reason, check) in cases {
+            let e = Error::from_status(status(*code, reason, &[]));
+            assert!(check(&e), "{reason}: got {e:?}");
+            assert!(
+                std::error::Error::source(&e).is_some(),
+                "{reason} keeps its status"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_without_details_map_by_code() {
+        let e = Error::from_status(Status::unavailable("connection refused"));
+        assert!(matches!(e, Error::Transport { .. }) && e.is_retriable());
+        let e = Error::from_status(Status::invalid_argument("bad"));
+        assert!(matches!(e, Error::InvalidArgument { ref reason, .. } if reason.is_empty()));
+        assert!(!e.is_retriable());
+    }
+
+    #[test]
+    fn stream_errors_parse_like_statuses() {
+        let e = Error::from_stream_error(ErrorStatus {
+            code: Code::OutOfRange as i32,
+            message: "too far".into(),
+            reason: "OFFSET_OUT_OF_RANGE".into(),
+            metadata: [
+                ("log_start_offset".to_owned(), "0".to_owned()),
+                ("high_watermark".to_owned(), "7".to_owned()),
+            ]
+            .into(),
+        });
+        assert!(matches!(
+            e,
+            Error::OffsetOutOfRange {
+                start: 0,
+                end: 7,
+                ..
+            }
+        ));
+    }
+}
