@@ -53,6 +53,8 @@
 //! - Retries can duplicate a batch whose answer was lost (no idempotent producer yet).
 //! - The consumer's position lives in memory; nothing is committed to the broker.
 
+#![warn(missing_docs)]
+
 mod accumulator;
 mod admin;
 mod client;
