@@ -24,11 +24,6 @@ use tonic::{Response, Status};
 use crate::config::{ClientBuilder, ClientConfig};
 use crate::error::{Error, LeaderHint, Result};
 
-/// How many attempts an `UNKNOWN_TOPIC` / `UNKNOWN_PARTITION` gets: enough to ride out a topic
-/// created a moment ago whose metadata has not reached every broker, few enough that a typo
-/// fails fast.
-const UNKNOWN_TOPIC_ATTEMPTS: u32 = 4;
-
 /// Where to start reading a partition, or which offset to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
@@ -251,118 +246,6 @@ impl Client {
         crate::Admin::new(self.clone())
     }
 
-    /// Sends a request to the leader of `topic`/`partition`, following leadership changes:
-    /// on `NOT_LEADER`, an unreachable broker or a briefly unknown topic, it refreshes the
-    /// metadata (or takes the error's leader hint), backs off and tries again, up to
-    /// [`ClientConfig::retries`] attempts.
-    pub(crate) async fn call_leader<T, F, Fut>(
-        &self,
-        topic: &str,
-        partition: u32,
-        mut call: F,
-    ) -> Result<T>
-    where
-        F: FnMut(BrokerClient<Channel>) -> Fut,
-        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
-    {
-        let mut attempt = 0;
-        loop {
-            let result = match self.leader_client(topic, partition).await {
-                Ok(c) => self.timed(call(c)).await,
-                Err(e) => Err(e),
-            };
-            let e = match result {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            attempt += 1;
-            if !self.should_retry(&e, attempt) {
-                return Err(e);
-            }
-            tracing::debug!(topic, partition, attempt, error = %e, "retrying");
-            self.recover(topic, partition, &e, attempt).await;
-        }
-    }
-
-    /// Sends an unrouted request (metadata, admin) to any broker, moving to the next broker and
-    /// backing off while they fail with retriable errors.
-    pub(crate) async fn call_any<T, F, Fut>(&self, mut call: F) -> Result<T>
-    where
-        F: FnMut(BrokerClient<Channel>) -> Fut,
-        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
-    {
-        self.call_any_with(|channel| call(self.broker_client(channel)))
-            .await
-    }
-
-    /// [`Self::call_any`] for the Admin service.
-    pub(crate) async fn call_admin<T, F, Fut>(&self, mut call: F) -> Result<T>
-    where
-        F: FnMut(AdminClient<Channel>) -> Fut,
-        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
-    {
-        self.call_any_with(|channel| call(self.admin_client(channel)))
-            .await
-    }
-
-    async fn call_any_with<T, F, Fut>(&self, mut call: F) -> Result<T>
-    where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
-    {
-        let mut attempt = 0;
-        loop {
-            let addresses = self.any_addresses();
-            let mut last = None;
-            for addr in &addresses {
-                let result = match self.channel(addr) {
-                    Ok(channel) => self.timed(call(channel)).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(v) => return Ok(v),
-                    Err(e) if matches!(e, Error::Transport { .. } | Error::Timeout(_)) => {
-                        last = Some(e);
-                    }
-                    Err(e) => {
-                        last = Some(e);
-                        break;
-                    }
-                }
-            }
-            let e = last.expect("the broker list is never empty: bootstrap is checked");
-            attempt += 1;
-            if !self.should_retry(&e, attempt) {
-                return Err(e);
-            }
-            tokio::time::sleep(self.config().backoff(attempt)).await;
-        }
-    }
-
-    /// Whether a request that failed `attempt` times with `e` should be tried again.
-    pub(crate) fn should_retry(&self, e: &Error, attempt: u32) -> bool {
-        attempt < self.config().retries
-            && (e.is_retriable()
-                || (e.is_unknown_topic_or_partition() && attempt < UNKNOWN_TOPIC_ATTEMPTS))
-    }
-
-    /// Prepares the next attempt after `e`: takes a `NOT_LEADER` hint straight into the cache
-    /// (retrying at once the first time), or backs off and refreshes the metadata.
-    pub(crate) async fn recover(&self, topic: &str, partition: u32, e: &Error, attempt: u32) {
-        if let Error::NotLeader {
-            leader: Some(hint), ..
-        } = e
-            && self.apply_hint(topic, partition, hint)
-            && attempt == 1
-        {
-            return;
-        }
-        tokio::time::sleep(self.config().backoff(attempt)).await;
-        if let Err(e) = self.refresh().await {
-            tracing::debug!(error = %e, "metadata refresh failed");
-        }
-    }
-
     /// A `BrokerService` client on the leader of `topic`/`partition`.
     pub(crate) async fn leader_client(
         &self,
@@ -407,7 +290,7 @@ impl Client {
     }
 
     /// Records a `NOT_LEADER` hint; returns whether the cache now knows where to go.
-    fn apply_hint(&self, topic: &str, partition: u32, hint: &LeaderHint) -> bool {
+    pub(crate) fn apply_hint(&self, topic: &str, partition: u32, hint: &LeaderHint) -> bool {
         let mut cache = self
             .inner
             .cache
@@ -490,7 +373,7 @@ impl Client {
 
     /// Known broker addresses then bootstrap addresses, rotated so that unrouted requests
     /// spread over the cluster.
-    fn any_addresses(&self) -> Vec<String> {
+    pub(crate) fn any_addresses(&self) -> Vec<String> {
         let mut out: Vec<String> = {
             let cache = self
                 .inner
@@ -514,7 +397,7 @@ impl Client {
     }
 
     /// The cached channel to `addr` (normalised), created lazily on first use.
-    fn channel(&self, addr: &str) -> Result<Channel> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel> {
         let mut channels = self
             .inner
             .channels
@@ -545,7 +428,7 @@ impl Client {
             .max_encoding_message_size(max)
     }
 
-    fn admin_client(&self, channel: Channel) -> AdminClient<Channel> {
+    pub(crate) fn admin_client(&self, channel: Channel) -> AdminClient<Channel> {
         let max = self.inner.config.max_message_bytes;
         AdminClient::new(channel)
             .max_decoding_message_size(max)
@@ -553,7 +436,7 @@ impl Client {
     }
 
     /// Runs one call under the request timeout and parses its error.
-    async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         call: impl Future<Output = std::result::Result<Response<T>, Status>>,
     ) -> Result<T> {

@@ -29,7 +29,8 @@
 //! - [`client`](Client): the [`Client`] handle: one cached tonic channel per broker (large
 //!   HTTP/2 windows, `TCP_NODELAY`, 64 MiB message limits), the metadata cache (broker id →
 //!   address, topic → partition leaders) and the retry loop that routes each request to its
-//!   partition's leader and follows `NOT_LEADER` and failovers.
+//!   partition's leader.
+//!   - `routing`: the retry loop that follows `NOT_LEADER` hints and failovers.
 //! - [`config`](ClientConfig): [`ClientConfig`] and [`ClientBuilder`], with every default.
 //! - [`error`](Error): [`Error`], parsed from the broker's `google.rpc.ErrorInfo` reasons.
 //! - [`producer`](Producer): [`Producer`], [`ProducerConfig`], [`ProducerRecord`],
@@ -63,6 +64,7 @@ mod consumer;
 mod error;
 mod partitioner;
 mod producer;
+mod routing;
 mod sender;
 
 pub use admin::{Admin, NewTopic};
