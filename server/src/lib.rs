@@ -1,0 +1,22 @@
+//! The Cairn broker: a partitioned, replicated commit log in the spirit of Kafka.
+//!
+//! # Layout
+//!
+//! Dependencies point inward: `service` → `node` → `log`.
+//!
+//! - [`log`]: the partition log — segments, indexes, recovery, retention, group commit. Knows
+//!   nothing of gRPC, topics or the network.
+//! - [`topic`]: topic names (validated on construction) and per-topic configuration.
+//! - [`config`]: the broker's configuration file and its defaults.
+//! - [`node`]: the topics and partitions a broker hosts, the persisted topic registry, long-poll
+//!   wake-ups and background upkeep (retention, interval flushes).
+//! - [`service`]: the gRPC edge (tonic): `cairn.v1.Broker`, `cairn.v1.Admin`, health and
+//!   reflection; the only place that turns domain errors into `tonic::Status`.
+//! - [`cli`]: the `cairn` command line (serve, topic, cluster, bench); `main.rs` only calls it.
+
+pub mod cli;
+pub mod config;
+pub mod log;
+pub mod node;
+pub mod service;
+pub mod topic;

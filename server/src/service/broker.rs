@@ -1,0 +1,427 @@
+//! `cairn.v1.Broker`: the data plane.
+//!
+//! Raw batches pass through untouched: a produce validates and appends the producer's bytes, a
+//! `RECORD_FORMAT_BATCHES` fetch returns the stored bytes as one `Bytes`. Only the structured
+//! formats (for grpcurl and simple clients) encode or decode records.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_proto::v1::{
+    self as pb, Acks, Boundary, RecordFormat, broker_server::Broker,
+    position::Position as PositionKind,
+};
+use futures::Stream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use super::error::{batch_status, invalid_argument, reason, status};
+use crate::node::{Node, Partition};
+
+/// Default fetch size when a request leaves `max_bytes` unset.
+const DEFAULT_FETCH_BYTES: usize = 1 << 20;
+/// A subscription re-checks that its partition still exists at least this often.
+const SUBSCRIBE_RECHECK: Duration = Duration::from_secs(5);
+
+/// The data-plane service.
+#[derive(Debug, Clone)]
+pub struct BrokerService {
+    node: Arc<Node>,
+    /// Open `Subscribe` and `ProduceStream` streams; bounded by `limits.max_open_streams`.
+    streams: Arc<Semaphore>,
+    /// Cancelled when the broker shuts down, so long-lived streams end and draining finishes.
+    shutdown: CancellationToken,
+}
+
+impl BrokerService {
+    /// A service over `node`; its streams end when `shutdown` is cancelled.
+    pub fn new(node: Arc<Node>, shutdown: CancellationToken) -> Self {
+        let streams = Arc::new(Semaphore::new(node.config().limits.max_open_streams));
+        Self {
+            node,
+            streams,
+            shutdown,
+        }
+    }
+
+    fn acquire_stream(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            let max = self.node.config().limits.max_open_streams;
+            status(
+                tonic::Code::ResourceExhausted,
+                reason::RESOURCE_EXHAUSTED,
+                format!("the broker already serves {max} open streams; close some or retry later"),
+                &[("max_open_streams", max.to_string())],
+            )
+        })
+    }
+
+    /// Turns a request's payload into batches ready to append, refusing bad input before any
+    /// byte is written.
+    fn batches_of(
+        &self,
+        req: &mut pb::ProduceRequest,
+        p: &Partition,
+    ) -> Result<Vec<Bytes>, Status> {
+        match (req.batches.is_empty(), req.records.is_empty()) {
+            (false, false) => Err(invalid_argument(
+                "batches",
+                "set either `batches` or `records`, not both",
+            )),
+            (true, true) => Err(invalid_argument(
+                "records",
+                "a produce request needs at least one record (in `records` or `batches`)",
+            )),
+            (false, true) => self.split_batches(std::mem::take(&mut req.batches), p),
+            (true, false) => {
+                let max = self.node.config().limits.max_records_per_request;
+                if req.records.len() > max {
+                    return Err(invalid_argument(
+                        "records",
+                        format!(
+                            "{} records in one request; the limit is {max}",
+                            req.records.len()
+                        ),
+                    ));
+                }
+                Ok(vec![convert::encode_records(&req.records)?])
+            }
+        }
+    }
+
+    /// A single batch goes to the log as it is (the log validates it). Several concatenated
+    /// batches are all validated first, so that a bad one in the middle writes nothing.
+    fn split_batches(&self, raw: Bytes, p: &Partition) -> Result<Vec<Bytes>, Status> {
+        let (topic, index) = (p.topic.as_str(), p.index);
+        let first = cairn_batch::peek_header(&raw).map_err(|e| batch_status(topic, index, e))?;
+        if first.total_len() == raw.len() {
+            return Ok(vec![raw]);
+        }
+        let max = p.config.log_config().max_batch_bytes;
+        cairn_batch::batches(&raw)
+            .map(|b| {
+                let b = b.map_err(|e| batch_status(topic, index, e))?;
+                cairn_batch::validate(&b, max).map_err(|e| batch_status(topic, index, e))?;
+                Ok(b)
+            })
+            .collect()
+    }
+
+    async fn produce_one(
+        &self,
+        mut req: pb::ProduceRequest,
+    ) -> Result<pb::ProduceResponse, Status> {
+        let acks = Acks::try_from(req.acks)
+            .map_err(|_| invalid_argument("acks", format!("unknown acks value {}", req.acks)))?;
+        let p = self.node.partition_by_name(&req.topic, req.partition)?;
+        let batches = self.batches_of(&mut req, &p)?;
+        if acks == Acks::None {
+            // Fire and forget: answer now, append in the background, report failures in the log.
+            tokio::spawn(async move {
+                for b in batches {
+                    if let Err(e) = p.append(b).await {
+                        tracing::warn!(error = %e, "acks=none produce failed");
+                        return;
+                    }
+                }
+            });
+            return Ok(pb::ProduceResponse {
+                base_offset: -1,
+                last_offset: -1,
+                record_count: 0,
+                log_start_offset: -1,
+            });
+        }
+        // With one replica, "the leader has it" and "every in-sync replica has it" coincide.
+        let mut response = pb::ProduceResponse {
+            base_offset: -1,
+            ..Default::default()
+        };
+        for b in batches {
+            let info = p.append(b).await?;
+            if response.base_offset < 0 {
+                response.base_offset = info.base_offset;
+            }
+            response.last_offset = info.last_offset;
+            response.record_count += (info.last_offset - info.base_offset + 1) as u32;
+        }
+        response.log_start_offset = p.log_start_offset();
+        Ok(response)
+    }
+
+    fn fetch_bytes(&self, requested: u32) -> usize {
+        match requested {
+            0 => DEFAULT_FETCH_BYTES,
+            n => (n as usize).min(self.node.config().limits.max_fetch_bytes),
+        }
+    }
+
+    fn resolve_position(
+        &self,
+        p: &Partition,
+        position: Option<&pb::Position>,
+    ) -> Result<i64, Status> {
+        match position.and_then(|pos| pos.position) {
+            None => Ok(p.high_watermark()),
+            Some(PositionKind::Offset(o)) => Ok(o),
+            Some(PositionKind::TimestampMs(ts)) => Ok(p.offset_for_timestamp(ts)?),
+            Some(PositionKind::Boundary(b)) => match Boundary::try_from(b) {
+                Ok(Boundary::Earliest) => Ok(p.log_start_offset()),
+                Ok(Boundary::Latest) => Ok(p.high_watermark()),
+                _ => Err(invalid_argument(
+                    "position.boundary",
+                    "boundary must be BOUNDARY_EARLIEST or BOUNDARY_LATEST",
+                )),
+            },
+        }
+    }
+}
+
+fn record_format(value: i32) -> Result<RecordFormat, Status> {
+    RecordFormat::try_from(value)
+        .map_err(|_| invalid_argument("format", format!("unknown record format {value}")))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.produce_one(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ProduceStreamStream = BoxStream<pb::ProduceStreamResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceStreamRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let permit = self.acquire_stream()?;
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                let next = tokio::select! {
+                    next = incoming.message() => next,
+                    () = service.shutdown.cancelled() => return,
+                };
+                let item = match next {
+                    Ok(Some(item)) => item,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let correlation_id = item.correlation_id;
+                let answer = match item.request {
+                    None => Err(invalid_argument(
+                        "request",
+                        "each stream message needs a `request`",
+                    )),
+                    Some(req) => service.produce_one(req).await,
+                };
+                let response = match answer {
+                    Ok(r) => pb::ProduceStreamResponse {
+                        correlation_id,
+                        response: Some(r),
+                        error: None,
+                    },
+                    Err(s) => pb::ProduceStreamResponse {
+                        correlation_id,
+                        response: None,
+                        error: Some(convert::error_status(&s)),
+                    },
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let req = request.into_inner();
+        let format = record_format(req.format)?;
+        let p = self.node.partition_by_name(&req.topic, req.partition)?;
+        let wait = Duration::from_millis(u64::from(
+            req.max_wait_ms
+                .min(self.node.config().limits.max_fetch_wait_ms),
+        ));
+        let read = p
+            .read(req.offset, self.fetch_bytes(req.max_bytes), wait)
+            .await?;
+        let mut response = pb::FetchResponse {
+            next_offset: read.next_offset,
+            high_watermark: p.high_watermark(),
+            log_start_offset: read.log_start_offset,
+            ..Default::default()
+        };
+        if format == RecordFormat::Batches {
+            response.batches = read.records;
+        } else {
+            response.records = convert::decode_records(&read.records, req.offset, format)?;
+        }
+        Ok(Response::new(response))
+    }
+
+    type SubscribeStream = BoxStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let format = record_format(req.format)?;
+        let p = self.node.partition_by_name(&req.topic, req.partition)?;
+        let mut offset = self.resolve_position(&p, req.start.as_ref())?;
+        let max_bytes = self.fetch_bytes(req.max_bytes);
+        // Fail fast on a bad start offset rather than on the first read inside the stream.
+        p.read_now(offset, 1)?;
+        let permit = self.acquire_stream()?;
+        let (tx, rx) = mpsc::channel(4);
+        let node = Arc::clone(&self.node);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                let read = tokio::select! {
+                    r = p.read(offset, max_bytes, SUBSCRIBE_RECHECK) => r,
+                    () = tx.closed() => return,
+                    () = shutdown.cancelled() => return,
+                };
+                let read = match read {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                if read.records.is_empty() {
+                    // Nothing new: make sure the partition was not deleted under us.
+                    match node.partition(&p.topic, p.index) {
+                        Ok(current) if Arc::ptr_eq(&current, &p) => continue,
+                        Ok(_) | Err(_) => {
+                            let e = crate::node::NodeError::UnknownTopic(p.topic.to_string());
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    }
+                }
+                let mut chunk = pb::SubscribeResponse {
+                    next_offset: read.next_offset,
+                    high_watermark: p.high_watermark(),
+                    ..Default::default()
+                };
+                if format == RecordFormat::Batches {
+                    chunk.batches = read.records;
+                } else {
+                    match convert::decode_records(&read.records, offset, format) {
+                        Ok(records) => chunk.records = records,
+                        Err(s) => {
+                            let _ = tx.send(Err(s)).await;
+                            return;
+                        }
+                    }
+                }
+                offset = read.next_offset;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let topic = self.node.describe_topic(&req.topic)?;
+        let partitions = if req.partitions.is_empty() {
+            (0..topic.record.partitions).collect()
+        } else {
+            req.partitions.clone()
+        };
+        if req.position.as_ref().and_then(|p| p.position).is_none() {
+            return Err(invalid_argument(
+                "position",
+                "set `position` to an offset, a timestamp_ms or a boundary",
+            ));
+        }
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for index in partitions {
+            let p = self.node.partition(&topic.name, index)?;
+            let offset = self.resolve_position(&p, req.position.as_ref())?;
+            offsets.push(pb::PartitionOffset {
+                partition: index,
+                offset,
+                log_start_offset: p.log_start_offset(),
+                high_watermark: p.high_watermark(),
+            });
+        }
+        Ok(Response::new(pb::ListOffsetsResponse { offsets }))
+    }
+
+    async fn metadata(
+        &self,
+        request: Request<pb::MetadataRequest>,
+    ) -> Result<Response<pb::MetadataResponse>, Status> {
+        let req = request.into_inner();
+        let node_id = self.node.config().node_id;
+        let topics = if req.topics.is_empty() {
+            self.node
+                .list_topics()
+                .into_iter()
+                .map(|(name, _)| name.to_string())
+                .collect()
+        } else {
+            req.topics
+        };
+        let mut out = Vec::with_capacity(topics.len());
+        for name in topics {
+            let info = match self.node.describe_topic(&name) {
+                Ok(info) => info,
+                // Kafka omits unknown topics from metadata rather than failing the whole call.
+                Err(crate::node::NodeError::UnknownTopic(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            out.push(pb::TopicMetadata {
+                name: info.name.to_string(),
+                partitions: info
+                    .partitions
+                    .iter()
+                    .map(|p| pb::PartitionMetadata {
+                        partition: p.index,
+                        leader_id: node_id,
+                        replicas: vec![node_id],
+                        isr: vec![node_id],
+                        leader_epoch: p.leader_epoch,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Response::new(pb::MetadataResponse {
+            brokers: vec![super::self_broker_info(&self.node)],
+            topics: out,
+            controller_id: node_id,
+        }))
+    }
+}

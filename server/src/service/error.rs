@@ -1,0 +1,205 @@
+//! The one place where domain errors become gRPC statuses.
+//!
+//! Every status carries exactly one `google.rpc.ErrorInfo` (AIP-193) in domain `cairn.v1` with
+//! a stable UPPER_SNAKE_CASE reason, and every value named in the message also appears in the
+//! info's metadata, so programs branch on the reason and people read the message.
+
+use std::collections::HashMap;
+
+use cairn_batch::BatchError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::log::LogError;
+use crate::node::NodeError;
+
+/// Domain of every Cairn `ErrorInfo`.
+pub const DOMAIN: &str = "cairn.v1";
+
+/// Stable reasons, as clients match them.
+pub mod reason {
+    /// The topic does not exist.
+    pub const UNKNOWN_TOPIC: &str = "UNKNOWN_TOPIC";
+    /// The partition does not exist.
+    pub const UNKNOWN_PARTITION: &str = "UNKNOWN_PARTITION";
+    /// The topic exists already.
+    pub const TOPIC_ALREADY_EXISTS: &str = "TOPIC_ALREADY_EXISTS";
+    /// The topic name is not allowed.
+    pub const INVALID_TOPIC_NAME: &str = "INVALID_TOPIC_NAME";
+    /// A request field is out of range or missing.
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    /// A batch is malformed (length, count, records).
+    pub const INVALID_BATCH: &str = "INVALID_BATCH";
+    /// A batch failed its CRC.
+    pub const CORRUPT_BATCH: &str = "CORRUPT_BATCH";
+    /// A batch is over the topic's `max_message_bytes`.
+    pub const BATCH_TOO_LARGE: &str = "BATCH_TOO_LARGE";
+    /// The offset lies outside the partition.
+    pub const OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
+    /// More replicas than brokers.
+    pub const INVALID_REPLICATION_FACTOR: &str = "INVALID_REPLICATION_FACTOR";
+    /// A limit was hit.
+    pub const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
+    /// The broker's storage failed.
+    pub const STORAGE_ERROR: &str = "STORAGE_ERROR";
+}
+
+/// Builds a status with one `ErrorInfo`.
+pub fn status(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    meta: &[(&str, String)],
+) -> Status {
+    let metadata: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, metadata),
+    )
+}
+
+/// A missing or out-of-range request field.
+pub fn invalid_argument(field: &str, message: impl Into<String>) -> Status {
+    let message = message.into();
+    let mut details = ErrorDetails::with_error_info(
+        reason::INVALID_ARGUMENT,
+        DOMAIN,
+        HashMap::from([("field".to_owned(), field.to_owned())]),
+    );
+    details.add_bad_request_violation(field, message.clone());
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Status {
+        let message = e.to_string();
+        match e {
+            NodeError::InvalidTopicName { name, .. } => status(
+                Code::InvalidArgument,
+                reason::INVALID_TOPIC_NAME,
+                message,
+                &[("topic", name)],
+            ),
+            NodeError::UnknownTopic(topic) => status(
+                Code::NotFound,
+                reason::UNKNOWN_TOPIC,
+                format!("{message}; create it first or check the name"),
+                &[("topic", topic)],
+            ),
+            NodeError::TopicExists(topic) => status(
+                Code::AlreadyExists,
+                reason::TOPIC_ALREADY_EXISTS,
+                message,
+                &[("topic", topic)],
+            ),
+            NodeError::UnknownPartition {
+                topic,
+                partition,
+                count,
+            } => status(
+                Code::NotFound,
+                reason::UNKNOWN_PARTITION,
+                message,
+                &[
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
+                    ("partition_count", count.to_string()),
+                ],
+            ),
+            NodeError::InvalidArgument { field, reason } => {
+                invalid_argument(field, format!("invalid {field}: {reason}"))
+            }
+            NodeError::InvalidReplicationFactor {
+                requested,
+                available,
+            } => status(
+                Code::InvalidArgument,
+                reason::INVALID_REPLICATION_FACTOR,
+                message,
+                &[
+                    ("replication_factor", requested.to_string()),
+                    ("available_brokers", available.to_string()),
+                ],
+            ),
+            NodeError::Log {
+                topic,
+                partition,
+                source,
+            } => log_status(&topic, partition, source),
+            NodeError::ResourceExhausted(_) => status(
+                Code::ResourceExhausted,
+                reason::RESOURCE_EXHAUSTED,
+                message,
+                &[],
+            ),
+            NodeError::CorruptMetadata { .. } | NodeError::Io { .. } => {
+                tracing::error!(error = %message, "metadata storage error");
+                status(Code::Internal, reason::STORAGE_ERROR, message, &[])
+            }
+        }
+    }
+}
+
+fn log_status(topic: &str, partition: u32, e: LogError) -> Status {
+    let at = |mut v: Vec<(&'static str, String)>| {
+        v.push(("topic", topic.to_owned()));
+        v.push(("partition", partition.to_string()));
+        v
+    };
+    match e {
+        LogError::OffsetOutOfRange { offset, start, end } => status(
+            Code::OutOfRange,
+            reason::OFFSET_OUT_OF_RANGE,
+            format!(
+                "offset {offset} is out of range for {topic}-{partition}: valid offsets are [{start}, {end}); seek to one of them"
+            ),
+            &at(vec![
+                ("offset", offset.to_string()),
+                ("log_start_offset", start.to_string()),
+                ("high_watermark", end.to_string()),
+            ]),
+        ),
+        LogError::BatchTooLarge { size, max }
+        | LogError::InvalidBatch(BatchError::TooLarge { size, max }) => status(
+            Code::InvalidArgument,
+            reason::BATCH_TOO_LARGE,
+            format!(
+                "batch of {size} bytes exceeds the topic's max_message_bytes of {max}; send smaller batches"
+            ),
+            &at(vec![
+                ("size", size.to_string()),
+                ("max_message_bytes", max.to_string()),
+            ]),
+        ),
+        LogError::InvalidBatch(b @ BatchError::CrcMismatch { .. }) => status(
+            Code::InvalidArgument,
+            reason::CORRUPT_BATCH,
+            format!("rejected a corrupt batch for {topic}-{partition}: {b}; nothing was written"),
+            &at(vec![]),
+        ),
+        LogError::InvalidBatch(b) => status(
+            Code::InvalidArgument,
+            reason::INVALID_BATCH,
+            format!("rejected a malformed batch for {topic}-{partition}: {b}; nothing was written"),
+            &at(vec![]),
+        ),
+        other => {
+            tracing::error!(topic, partition, error = ?other, "storage error");
+            status(
+                Code::Internal,
+                reason::STORAGE_ERROR,
+                format!("storage error on {topic}-{partition}: {other}"),
+                &at(vec![]),
+            )
+        }
+    }
+}
+
+/// Maps a batch that failed validation at the edge (before reaching a log).
+pub fn batch_status(topic: &str, partition: u32, e: BatchError) -> Status {
+    log_status(topic, partition, LogError::InvalidBatch(e))
+}

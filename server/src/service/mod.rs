@@ -1,0 +1,144 @@
+//! The gRPC edge: the only module that sees tonic and prost types. It turns requests into node
+//! calls and node errors into statuses ([`error`]), and assembles the server: Cairn's services,
+//! `grpc.health.v1`, and server reflection in both `v1` and `v1alpha` (grpcurl 1.8 speaks only
+//! v1alpha) with the health and error-detail descriptors registered so grpcurl can show them.
+
+pub mod admin;
+pub mod broker;
+pub mod convert;
+pub mod error;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::v1::{self as pb, admin_server::AdminServer, broker_server::BrokerServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::Node;
+
+pub use admin::AdminService;
+pub use broker::BrokerService;
+
+/// HTTP/2 flow-control windows. Large windows let one stream carry a full fetch or a pipelined
+/// produce without waiting for window updates on loopback or a fast LAN.
+const STREAM_WINDOW: u32 = 16 << 20;
+const CONNECTION_WINDOW: u32 = 32 << 20;
+/// How long in-flight requests may take to finish after a shutdown signal before the server
+/// closes their connections anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not load the descriptor sets (a build problem).
+    #[error("building the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("serving gRPC")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// This broker as the metadata answers describe it.
+pub(crate) fn self_broker_info(node: &Node) -> pb::BrokerInfo {
+    pb::BrokerInfo {
+        id: node.config().node_id,
+        address: node
+            .config()
+            .advertised_address
+            .clone()
+            .unwrap_or_else(|| node.config().listen.to_string()),
+        alive: true,
+    }
+}
+
+/// Serves Cairn on `listener` until `shutdown` resolves, then stops accepting, flips health to
+/// NOT_SERVING, drains in-flight requests, stops background upkeep and flushes every log.
+///
+/// # Errors
+///
+/// [`ServeError`] if the server cannot be built or the transport fails.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let limits = node.config().limits.clone();
+    let cancel = CancellationToken::new();
+    let upkeep = tokio::spawn(Arc::clone(&node).run_upkeep(cancel.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<BrokerServer<BrokerService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+
+    let broker = BrokerServer::new(BrokerService::new(Arc::clone(&node), cancel.clone()))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_request_bytes);
+    let admin = AdminServer::new(AdminService::new(Arc::clone(&node)))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_request_bytes);
+
+    let drain = {
+        let health = health.clone();
+        let cancel = cancel.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests");
+            health
+                .set_not_serving::<BrokerServer<BrokerService>>()
+                .await;
+            health.set_not_serving::<AdminServer<AdminService>>().await;
+            // Ends subscriptions and produce streams, which would otherwise hold the drain open.
+            cancel.cancel();
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
+        .add_service(health_service)
+        .add_service(reflection_builder().build_v1()?)
+        .add_service(reflection_builder().build_v1alpha()?)
+        .add_service(broker)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+    let deadline = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let result = tokio::select! {
+        r = server => r,
+        () = deadline => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still running after the drain timeout; closing them");
+            Ok(())
+        }
+    };
+    cancel.cancel();
+    let _ = upkeep.await;
+    let flush_node = Arc::clone(&node);
+    let _ = tokio::task::spawn_blocking(move || flush_node.flush_all()).await;
+    tracing::info!("stopped");
+    result.map_err(ServeError::from)
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the listener with its real address.
+///
+/// # Errors
+///
+/// The bind error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}

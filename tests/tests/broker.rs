@@ -1,0 +1,184 @@
+//! The broker through the Rust client crate: round trips with keys and headers, long-poll
+//! wake-ups, and restarts (graceful and SIGKILL) that keep topics and records.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_client::{Client, ConsumerConfig, NewTopic, ProducerConfig, ProducerRecord, SeekTo};
+use cairn_proto::v1::{self as pb, broker_client::BrokerClient};
+use cairn_tests::TestBroker;
+use futures::future::try_join_all;
+
+async fn connect(b: &TestBroker) -> Client {
+    Client::connect([b.addr().to_string()]).await.unwrap()
+}
+
+/// Reads every record of `partitions` from the earliest offset up to `count` records.
+async fn read_n(
+    client: &Client,
+    topic: &str,
+    partitions: std::ops::Range<u32>,
+    count: usize,
+) -> Vec<cairn_client::ConsumerRecord> {
+    let mut consumer = client.consumer(ConsumerConfig::default());
+    consumer.assign(topic, partitions.clone());
+    for p in partitions {
+        consumer.seek(topic, p, SeekTo::Earliest).await.unwrap();
+    }
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < count {
+        assert!(Instant::now() < deadline, "only {} of {count} records arrived", out.len());
+        out.extend(consumer.next_batch().await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn round_trip_keeps_keys_headers_timestamps_and_per_key_partitions() {
+    let broker = TestBroker::start().unwrap();
+    let client = connect(&broker).await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("orders", 3))
+        .await
+        .unwrap();
+    let producer = client.producer(ProducerConfig::default());
+    let sends = (0..300).map(|i| {
+        let record = ProducerRecord::new("orders", format!("value-{i}"))
+            .key(format!("customer-{}", i % 7))
+            .header("seq", i.to_string())
+            .header("seq", "again")
+            .timestamp(1_700_000_000_000 + i);
+        producer.send(record)
+    });
+    let acks = try_join_all(sends).await.unwrap();
+    producer.flush().await.unwrap();
+
+    let records = read_n(&client, "orders", 0..3, 300).await;
+    assert_eq!(records.len(), 300);
+    for r in &records {
+        let value = std::str::from_utf8(&r.value).unwrap();
+        let i: i64 = value.strip_prefix("value-").unwrap().parse().unwrap();
+        assert_eq!(r.key.as_deref(), Some(format!("customer-{}", i % 7).as_bytes()));
+        assert_eq!(
+            r.headers,
+            vec![
+                ("seq".to_owned(), Bytes::from(i.to_string())),
+                ("seq".to_owned(), Bytes::from_static(b"again")),
+            ]
+        );
+        assert_eq!(r.timestamp, 1_700_000_000_000 + i);
+        // Each record is where its acknowledgement said it was.
+        let ack = &acks[i as usize];
+        assert_eq!((ack.partition, ack.offset), (r.partition, r.offset));
+        // Equal keys share a partition (murmur2, as Kafka).
+        assert_eq!(
+            r.partition,
+            cairn_client::partition_for_key(format!("customer-{}", i % 7).as_bytes(), 3)
+        );
+    }
+    // Offsets within each partition are dense from 0.
+    for p in 0..3 {
+        let mut offsets: Vec<i64> = records
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| r.offset)
+            .collect();
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_long_poll_fetch_wakes_when_a_record_arrives() {
+    let broker = TestBroker::start().unwrap();
+    let client = connect(&broker).await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("wake", 1))
+        .await
+        .unwrap();
+    let mut raw = BrokerClient::connect(broker.url()).await.unwrap();
+    let started = Instant::now();
+    let fetch = tokio::spawn(async move {
+        raw.fetch(pb::FetchRequest {
+            topic: "wake".into(),
+            offset: 0,
+            max_wait_ms: 25_000,
+            format: pb::RecordFormat::Text as i32,
+            ..Default::default()
+        })
+        .await
+    });
+    // Produce only once the fetch is parked at the broker: until then it has not returned.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fetch.is_finished(), "the fetch answered before any record existed");
+    let producer = client.producer(ProducerConfig::default());
+    producer
+        .send(ProducerRecord::new("wake", "ping"))
+        .await
+        .unwrap();
+    let response = fetch.await.unwrap().unwrap().into_inner();
+    assert_eq!(response.records.len(), 1);
+    assert_eq!(response.records[0].value_text.as_deref(), Some("ping"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the fetch waited out its timeout instead of waking: {:?}",
+        started.elapsed()
+    );
+}
+
+/// A value of about 100 bytes, so a few hundred of them fill several 4 KiB segments.
+fn value(i: u32) -> String {
+    format!("v{i:04}-{}", "x".repeat(90))
+}
+
+async fn produce_values(client: &Client, topic: &str, range: std::ops::Range<u32>) {
+    let producer = client.producer(ProducerConfig::default());
+    try_join_all(range.map(|i| producer.send(ProducerRecord::new(topic, value(i)).partition(0))))
+        .await
+        .unwrap();
+    producer.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn restarts_keep_topics_configs_and_records() {
+    let mut broker = TestBroker::start().unwrap();
+    let client = connect(&broker).await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("kept", 2).config(cairn_client::TopicConfig {
+            segment_bytes: Some(4096),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    produce_values(&client, "kept", 0..200).await;
+
+    // A graceful stop, then a crash, then each time everything is still there.
+    let stopping = Instant::now();
+    broker.stop().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "graceful stop took {:?}: open client streams held the drain",
+        stopping.elapsed()
+    );
+    broker.restart().unwrap();
+    let client = connect(&broker).await;
+    produce_values(&client, "kept", 200..300).await;
+    broker.kill();
+    broker.restart().unwrap();
+    let client = connect(&broker).await;
+
+    let topic = client.admin().describe_topic("kept").await.unwrap();
+    assert_eq!(topic.partitions.len(), 2);
+    assert_eq!(topic.config.unwrap().segment_bytes, Some(4096));
+    assert!(topic.partitions[0].segment_count > 1, "small segments should have rolled");
+    let records = read_n(&client, "kept", 0..1, 300).await;
+    let values: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, (0..300).map(value).collect::<Vec<_>>());
+}

