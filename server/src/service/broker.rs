@@ -264,9 +264,12 @@ impl Broker for BrokerService {
             req.max_wait_ms
                 .min(self.node.config().limits.max_fetch_wait_ms),
         ));
-        let read = p
-            .read(req.offset, self.fetch_bytes(req.max_bytes), wait)
-            .await?;
+        let max_bytes = self.fetch_bytes(req.max_bytes);
+        // A long-poll ends early on shutdown, answering with whatever is there.
+        let read = tokio::select! {
+            r = p.read(req.offset, max_bytes, wait) => r?,
+            () = self.shutdown.cancelled() => p.read_now(req.offset, max_bytes)?,
+        };
         let mut response = pb::FetchResponse {
             next_offset: read.next_offset,
             high_watermark: p.high_watermark(),

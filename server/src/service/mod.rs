@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod broker;
 pub mod convert;
+pub mod drain;
 pub mod error;
 
 use std::future::Future;
@@ -102,7 +103,9 @@ pub async fn serve(
             cancel.cancel();
         }
     };
+    let in_flight = drain::InFlight::default();
     let server = tonic::transport::Server::builder()
+        .layer(in_flight.layer())
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -113,16 +116,24 @@ pub async fn serve(
         .add_service(broker)
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
-    let deadline = async {
+    // hyper's own graceful shutdown also waits for clients to close idle connections, which
+    // a client may never do; Cairn waits for running requests only, and at most DRAIN_TIMEOUT.
+    let drained = async {
         cancel.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
+        if tokio::time::timeout(DRAIN_TIMEOUT, in_flight.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?DRAIN_TIMEOUT,
+                running = in_flight.count(),
+                "requests still running after the drain timeout; closing them"
+            );
+        }
     };
     let result = tokio::select! {
         r = server => r,
-        () = deadline => {
-            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still running after the drain timeout; closing them");
-            Ok(())
-        }
+        () = drained => Ok(()),
     };
     cancel.cancel();
     let _ = upkeep.await;
