@@ -2,13 +2,33 @@
 //! `cairn cluster ...`, `cairn bench ...`. `main.rs` only calls [`main`].
 //!
 //! Client commands find brokers through `--brokers` or `CAIRN_BROKERS`. People get tables,
-//! scripts get `--format json`; errors go to stderr with a non-zero exit status.
+//! scripts get `--format json`; errors go to stderr with a non-zero exit status (2 for usage
+//! errors, clap's default).
+//!
+//! # Layout
+//!
+//! - `serve`: the broker.
+//! - `topic`: topic administration (`create`, `list`, `describe`, `delete`).
+//! - `produce` / `consume`: `topic produce` (stdin lines in) and `topic consume` (records out),
+//!   with `record_format` rendering kcat-style `-f` strings and JSON lines.
+//! - `cluster`: `cluster info`.
+//! - `bench`: the load tool, and its do-nothing baseline broker.
+//! - `output`: tables, JSON and the few encoders the commands share.
 
+mod bench;
+mod cluster;
+mod consume;
+mod output;
+mod produce;
+mod record_format;
 mod serve;
+mod topic;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use cairn_client::Client;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Cairn: a partitioned, replicated commit log.
 #[derive(Debug, Parser)]
@@ -22,6 +42,62 @@ pub struct Cli {
 enum Command {
     /// Run a broker.
     Serve(serve::ServeArgs),
+    /// Create, list, describe, delete, produce to and consume from topics.
+    Topic(topic::TopicArgs),
+    /// Describe the cluster.
+    Cluster(cluster::ClusterArgs),
+    /// Measure produce and consume throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+/// Connection and output flags shared by every client command. `global` so they may follow
+/// the verb (`cairn topic list --format json`) as well as the noun.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientOpts {
+    /// Brokers to bootstrap from, comma-separated `host:port`.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_BROKERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9092"
+    )]
+    brokers: Vec<String>,
+    /// Output format: tables and plain text for people, JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// How a client command prints its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Tables and plain text.
+    Text,
+    /// JSON: one document, or one object per line for streams of records.
+    Json,
+}
+
+impl ClientOpts {
+    /// Connects to the cluster.
+    ///
+    /// # Errors
+    ///
+    /// When no broker answers.
+    pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        Client::builder()
+            .brokers(self.brokers.iter().map(|b| b.trim().to_owned()))
+            .build()
+            .await
+            .with_context(|| format!("connecting to {}", self.brokers.join(",")))
+    }
+}
+
+/// A runtime for the client commands; `serve` builds its own.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Parses the command line and runs it.
@@ -29,6 +105,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Topic(args) => topic::run(args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,230 @@
+//! `cairn topic consume`: prints a topic's records with the client's simple
+//! [`Consumer`](cairn_client::Consumer), from a chosen start, following the tail by default.
+//!
+//! With `-e` it stops once every partition has reached the high watermark it had when the
+//! command started (records written later are not printed); with `-n` after that many records.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, ErrorKind, Write};
+
+use anyhow::{Context, bail};
+use cairn_client::{Client, ConsumerConfig, ConsumerRecord, SeekTo};
+use clap::Args;
+
+use super::record_format::{self, Piece};
+use super::{ClientOpts, Format};
+
+/// Flags of `cairn topic consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+    /// Partitions to read, comma-separated [default: all].
+    #[arg(short, long, value_delimiter = ',')]
+    partitions: Vec<u32>,
+    /// Where to start: start, end, an offset N, -N (N before the end of each partition), or
+    /// @TIMESTAMP_MS.
+    #[arg(short, long, default_value = "start", allow_hyphen_values = true)]
+    offset: String,
+    /// Stop after N records.
+    #[arg(short, long)]
+    num: Option<u64>,
+    /// Exit at the end of each partition (its high watermark when the command started).
+    #[arg(short, long)]
+    exit_at_end: bool,
+    /// kcat-style format: %t topic, %p partition, %o offset, %k key, %K key length, %v value,
+    /// %V value length, %T timestamp (ms), %h headers, %% a percent sign; \n \t escapes.
+    #[arg(short = 'f', long = "format-string", default_value = r"%v\n")]
+    format_string: String,
+}
+
+/// A parsed `-o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Earliest,
+    Latest,
+    Offset(i64),
+    /// This many records before the high watermark.
+    FromEnd(i64),
+    Timestamp(i64),
+}
+
+fn parse_start(s: &str) -> anyhow::Result<Start> {
+    let bad = || format!("offset {s:?} is not start, end, N, -N or @TIMESTAMP_MS");
+    Ok(match s {
+        "start" | "beginning" | "oldest" | "earliest" => Start::Earliest,
+        "end" | "newest" | "latest" => Start::Latest,
+        _ => {
+            if let Some(ts) = s.strip_prefix('@') {
+                Start::Timestamp(ts.parse().with_context(bad)?)
+            } else if let Some(n) = s.strip_prefix('-') {
+                Start::FromEnd(n.parse::<u32>().with_context(bad)?.into())
+            } else {
+                let n = s.strip_prefix('+').unwrap_or(s);
+                Start::Offset(n.parse::<u64>().with_context(bad)? as i64)
+            }
+        }
+    })
+}
+
+/// Where each partition's reading ends, for `-e`, and which partitions are there.
+struct Ends {
+    /// Partition → high watermark at start.
+    end: BTreeMap<u32, i64>,
+}
+
+/// Runs `topic consume`.
+///
+/// # Errors
+///
+/// Bad flags, an unknown topic or partition, fetch errors after the client's retries.
+pub async fn run(opts: &ClientOpts, args: ConsumeArgs) -> anyhow::Result<()> {
+    let start = parse_start(&args.offset)?;
+    let pieces = record_format::parse(&args.format_string)?;
+    let client = opts.connect().await?;
+    let topic = args.topic.as_str();
+    let partitions = partitions(&client, topic, &args.partitions).await?;
+    let offsets = client
+        .list_offsets(topic, &partitions, SeekTo::Latest)
+        .await
+        .context("looking up high watermarks")?;
+    let ends = Ends {
+        end: offsets
+            .iter()
+            .map(|o| (o.partition, o.high_watermark))
+            .collect(),
+    };
+    let mut consumer = client.consumer(ConsumerConfig::default());
+    for &p in &partitions {
+        let to = match start {
+            Start::Earliest => SeekTo::Earliest,
+            Start::Latest => SeekTo::Latest,
+            Start::Offset(o) => SeekTo::Offset(o),
+            Start::Timestamp(t) => SeekTo::Timestamp(t),
+            Start::FromEnd(n) => {
+                let o = offsets.iter().find(|o| o.partition == p);
+                let (log_start, hw) = o.map_or((0, 0), |o| (o.log_start_offset, o.high_watermark));
+                SeekTo::Offset((hw - n).max(log_start))
+            }
+        };
+        let at = consumer
+            .seek(topic, p, to)
+            .await
+            .with_context(|| format!("seeking partition {p}"))?;
+        if args.exit_at_end && at >= ends.end.get(&p).copied().unwrap_or(0) {
+            consumer.unassign(topic, [p]);
+        }
+    }
+    let printer = Printer {
+        format: opts.format,
+        pieces,
+        out: BufWriter::with_capacity(64 << 10, std::io::stdout()),
+    };
+    match read(&mut consumer, topic, &args, &ends, printer).await {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+/// The main loop: fetch, print, and stop at `-n` or, with `-e`, when nothing is left assigned.
+async fn read(
+    consumer: &mut cairn_client::Consumer,
+    topic: &str,
+    args: &ConsumeArgs,
+    ends: &Ends,
+    mut printer: Printer,
+) -> anyhow::Result<()> {
+    let limit = args.num.unwrap_or(u64::MAX);
+    let mut printed = 0;
+    while printed < limit && !consumer.assignment().is_empty() {
+        let batch = consumer.next_batch().await.context("fetching")?;
+        for record in &batch {
+            let past_end = ends.end.get(&record.partition).copied().unwrap_or(0);
+            if args.exit_at_end && record.offset >= past_end {
+                continue;
+            }
+            printer.print(record)?;
+            printed += 1;
+            if printed >= limit {
+                break;
+            }
+        }
+        printer.out.flush()?;
+        if args.exit_at_end {
+            for (t, p) in consumer.assignment() {
+                let end = ends.end.get(&p).copied().unwrap_or(0);
+                if consumer.position(&t, p).is_some_and(|at| at >= end) {
+                    consumer.unassign(topic, [p]);
+                }
+            }
+        }
+    }
+    printer.out.flush()?;
+    Ok(())
+}
+
+/// The partitions to read: those asked for (checked to exist), or all.
+async fn partitions(client: &Client, topic: &str, asked: &[u32]) -> anyhow::Result<Vec<u32>> {
+    let count = client
+        .partition_count(topic)
+        .await
+        .with_context(|| format!("topic {topic:?}"))?;
+    if asked.is_empty() {
+        return Ok((0..count).collect());
+    }
+    if let Some(p) = asked.iter().find(|&&p| p >= count) {
+        bail!("topic {topic:?} has {count} partitions; there is no partition {p}");
+    }
+    Ok(asked.to_vec())
+}
+
+/// Writes records to stdout in the chosen format.
+struct Printer {
+    format: Format,
+    pieces: Vec<Piece>,
+    out: BufWriter<std::io::Stdout>,
+}
+
+impl Printer {
+    fn print(&mut self, record: &ConsumerRecord) -> std::io::Result<()> {
+        match self.format {
+            Format::Text => record_format::render(&self.pieces, record, &mut self.out),
+            Format::Json => {
+                serde_json::to_writer(&mut self.out, &record_format::to_json(record))?;
+                self.out.write_all(b"\n")
+            }
+        }
+    }
+}
+
+/// Whether the reader of stdout went away (`| head`): not an error worth reporting.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_parse_like_kcat_and_rpk() {
+        let cases = [
+            ("start", Start::Earliest),
+            ("beginning", Start::Earliest),
+            ("end", Start::Latest),
+            ("42", Start::Offset(42)),
+            ("+42", Start::Offset(42)),
+            ("-3", Start::FromEnd(3)),
+            ("@1700000000000", Start::Timestamp(1_700_000_000_000)),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_start(s).unwrap(), want, "{s}");
+        }
+        for bad in ["", "soon", "-x", "@", "4.5", "--1"] {
+            assert!(parse_start(bad).is_err(), "{bad}");
+        }
+    }
+}
