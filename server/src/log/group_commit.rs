@@ -13,7 +13,7 @@
 //! durable are refused rather than acknowledged. This module knows nothing of segments or files.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ pub(crate) struct GroupCommit {
     rounds: AtomicU64,
     /// Truncations so far; appenders note it while holding the log's write lock.
     generation: AtomicU64,
+    /// Mirrors `state.failed.is_some()`, so the append path checks it without the mutex.
+    failed: AtomicBool,
 }
 
 impl GroupCommit {
@@ -63,6 +65,7 @@ impl GroupCommit {
             done: Condvar::new(),
             rounds: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -74,6 +77,9 @@ impl GroupCommit {
 
     /// The sticky fsync error, if any.
     pub(crate) fn failure(&self) -> Option<Arc<io::Error>> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.lock().failed.clone()
     }
 
@@ -82,6 +88,7 @@ impl GroupCommit {
     pub(crate) fn fail(&self, error: io::Error) -> Arc<io::Error> {
         let mut state = self.lock();
         let error = state.failed.get_or_insert_with(|| Arc::new(error)).clone();
+        self.failed.store(true, Ordering::Release);
         self.done.notify_all();
         error
     }
@@ -167,6 +174,7 @@ impl GroupCommit {
             Ok(durable) => state.durable = state.durable.max(durable),
             Err(e) => {
                 state.failed.get_or_insert_with(|| Arc::new(e));
+                self.failed.store(true, Ordering::Release);
             }
         }
         self.done.notify_all();

@@ -211,7 +211,7 @@ impl Log {
             let rolled = self.roll_if_needed(&mut state, batch.len() as u64, 1)?;
             header.base_offset = state.end();
             header.leader_epoch = leader_epoch;
-            if let Err(e) = state.active.append_stamped(&batch, &header) {
+            if let Err(e) = state.active.append_stamped(batch, &header) {
                 return Err(self.fail(e));
             }
             (info_of(&[header]), self.commit.generation(), rolled)

@@ -135,18 +135,27 @@ impl ActiveSegment {
         !self.is_empty() && (too_old || !self.can_take(bytes, batches, config))
     }
 
-    /// Appends one validated batch with its base offset and leader epoch replaced, in one
-    /// vectored write of the caller's bytes (no copy), and indexes it. `header` is the batch's
-    /// header as stamped.
+    /// Appends one validated batch with its base offset and leader epoch replaced by those in
+    /// `header` (the batch's header as stamped), and indexes it. The producer's bytes are
+    /// written as they are, never copied: stamped in place when the caller's buffer is not
+    /// shared (one `write`), otherwise as a 16-byte stamped prefix plus the rest (one `writev`).
     ///
     /// On error the file may hold part of the batch: the caller must fail the log.
-    pub(crate) fn append_stamped(&mut self, batch: &[u8], header: &BatchHeader) -> io::Result<()> {
-        let mut prefix = [0u8; 16];
-        prefix[0..8].copy_from_slice(&header.base_offset.to_be_bytes());
-        prefix[8..12].copy_from_slice(&batch[8..12]);
-        prefix[12..16].copy_from_slice(&header.leader_epoch.to_be_bytes());
-        let mut bufs = [IoSlice::new(&prefix), IoSlice::new(&batch[16..])];
-        write_all_vectored(&self.file, &mut bufs)?;
+    pub(crate) fn append_stamped(&mut self, batch: Bytes, header: &BatchHeader) -> io::Result<()> {
+        match batch.try_into_mut() {
+            Ok(mut owned) => {
+                cairn_batch::stamp(&mut owned, header.base_offset, header.leader_epoch);
+                (&*self.file).write_all(&owned)?;
+            }
+            Err(shared) => {
+                let mut prefix = [0u8; 16];
+                prefix[0..8].copy_from_slice(&header.base_offset.to_be_bytes());
+                prefix[8..12].copy_from_slice(&shared[8..12]);
+                prefix[12..16].copy_from_slice(&header.leader_epoch.to_be_bytes());
+                let mut bufs = [IoSlice::new(&prefix), IoSlice::new(&shared[16..])];
+                write_all_vectored(&self.file, &mut bufs)?;
+            }
+        }
         self.note_batch(header, self.size);
         Ok(())
     }

@@ -425,3 +425,57 @@ fn invalid_config_is_refused() {
         Err(LogError::InvalidConfig { .. })
     ));
 }
+
+#[test]
+fn sealed_reads_are_slices_of_one_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for i in 0..20u8 {
+        log.append(sized_batch(1, 100, i, 0), 0).unwrap();
+    }
+    let a = log.read(0, 1 << 20, None).unwrap().records;
+    let b = log.read(0, 1 << 20, None).unwrap().records;
+    assert_eq!(
+        a.as_ptr(),
+        b.as_ptr(),
+        "no copy: both point into the segment's map"
+    );
+}
+
+#[test]
+fn readers_keep_their_bytes_across_truncation_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: Some(1),
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    for i in 0..20u8 {
+        log.append(sized_batch(1, 100, i, 0), 0).unwrap();
+    }
+    let held = log.read(0, 1 << 20, None).unwrap().records;
+    let before = decode(&held);
+    assert!(before.len() > 1);
+    // Cuts inside the first (sealed, mapped) segment: it is rewritten, not shortened in place.
+    log.truncate_to(1).unwrap();
+    assert_eq!(
+        decode(&held),
+        before,
+        "the held slice still reads the old bytes"
+    );
+    assert_eq!(read_all(&log), vec![(0, vec![0u8; 100])]);
+    for i in 1..20u8 {
+        log.append(sized_batch(1, 100, i + 100, 0), 0).unwrap();
+    }
+    let held = log.read(0, 1 << 20, None).unwrap().records;
+    let before = decode(&held);
+    assert!(log.apply_retention(i64::MAX).unwrap() > 0);
+    assert_eq!(
+        decode(&held),
+        before,
+        "deleted segments stay readable to holders"
+    );
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_end_offset(), 20);
+}
