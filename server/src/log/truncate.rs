@@ -53,6 +53,39 @@ impl Log {
         })
     }
 
+    /// Deletes every segment and restarts the log, empty, at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): what a follower does when the leader's log starts past
+    /// everything the follower has, e.g. after retention on the leader. `offset` may lie
+    /// anywhere, above or below the current range.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Failed`] if a file operation fails half-way (reopen to recover); an
+    /// [`LogError::OffsetOutOfRange`] for a negative `offset`.
+    pub fn reset_to(&self, offset: i64) -> Result<()> {
+        self.commit.exclusive(|| {
+            let mut state = self.write_state();
+            self.check_failed()?;
+            if offset < 0 {
+                let (start, end) = (state.start(), state.end());
+                return Err(LogError::OffsetOutOfRange { offset, start, end });
+            }
+            self.commit.truncated(offset);
+            tracing::info!(dir = %self.dir.display(), offset, "restarting log empty");
+            let restart = |state: &mut State| -> Result<()> {
+                remove_segment_files(&self.dir, state.active.base_offset())?;
+                while let Some((base, _)) = state.sealed.pop_last() {
+                    remove_segment_files(&self.dir, base)?;
+                }
+                self.pending_lock().dir = true;
+                state.active = ActiveSegment::create(&self.dir, offset, &self.config)?;
+                Ok(())
+            };
+            restart(&mut state).map_err(|e| self.fail(std::io::Error::other(e)))?;
+            self.lower_recovery_point(offset)
+        })
+    }
+
     /// Makes `new_end` the log end; the batch at `position` in segment `base` starts there.
     fn cut(&self, state: &mut State, base: i64, new_end: i64, position: u64) -> Result<()> {
         if base == state.active.base_offset() {

@@ -479,3 +479,29 @@ fn readers_keep_their_bytes_across_truncation_and_retention() {
     let log = open(dir.path(), small_config());
     assert_eq!(log.log_end_offset(), 20);
 }
+
+#[test]
+fn reset_to_restarts_the_log_empty_at_any_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for i in 0..20u8 {
+        log.append(sized_batch(1, 100, i, 0), 0).unwrap();
+    }
+    log.reset_to(1_000).unwrap();
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (1_000, 1_000)
+    );
+    assert_eq!(log.segment_count(), 1);
+    assert!(matches!(
+        log.read(5, 100, None),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.append(batch(&[b"x"], 0), 0).unwrap().base_offset, 1_000);
+    log.reset_to(3).unwrap();
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 3));
+    assert_eq!(log.append(batch(&[b"y"], 0), 0).unwrap().base_offset, 3);
+    assert_eq!(read_all(&log), vec![(3, b"y".to_vec())]);
+}
