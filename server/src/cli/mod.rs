@@ -112,8 +112,41 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error's chain of causes, joined by `: `, stopping before a `tonic::Status`: the client's
+/// error already carries the broker's message, and the status's own rendering repeats it with
+/// gRPC internals a person cannot act on.
+fn describe(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        if cause.is::<tonic::Status>() || cause.is::<std::sync::Arc<tonic::Status>>() {
+            break;
+        }
+        let text = cause.to_string();
+        if parts.last().is_none_or(|last| !last.ends_with(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_one_line_without_grpc_internals() {
+        let status = tonic::Status::already_exists("topic \"t\" already exists");
+        let e = anyhow::Error::new(cairn_client::Error::from_status(status))
+            .context("creating topic \"t\"");
+        let text = describe(&e);
+        assert!(text.starts_with("creating topic \"t\": "), "{text}");
+        assert!(text.contains("already exists"), "{text}");
+        assert!(!text.contains("code:"), "{text}");
     }
 }

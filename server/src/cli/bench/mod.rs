@@ -161,6 +161,12 @@ async fn ensure_topic(client: &Client, w: &Workload) -> anyhow::Result<()> {
     }
 }
 
+/// Progress with `--duration`: no known end.
+const SPINNER_TEMPLATE: &str = "{spinner} {msg} {elapsed_precise} {human_pos} records {per_sec}";
+/// Progress with a record count.
+const BAR_TEMPLATE: &str =
+    "{msg} {elapsed_precise} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}";
+
 /// A progress bar on stderr: a bar to `--records`, a spinner with `--duration`; hidden with
 /// JSON output or when stderr is not a terminal.
 pub(crate) fn progress(w: &Workload, json: bool, phase: &str) -> ProgressBar {
@@ -169,15 +175,9 @@ pub(crate) fn progress(w: &Workload, json: bool, phase: &str) -> ProgressBar {
     }
     let limit = w.record_limit();
     let (bar, template) = if limit == u64::MAX {
-        (
-            ProgressBar::new_spinner(),
-            "{spinner} {msg} {elapsed_precise} {human_pos} records {per_sec}",
-        )
+        (ProgressBar::new_spinner(), SPINNER_TEMPLATE)
     } else {
-        (
-            ProgressBar::new(limit),
-            "{msg} {elapsed_precise} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}",
-        )
+        (ProgressBar::new(limit), BAR_TEMPLATE)
     };
     bar.set_style(
         ProgressStyle::with_template(template)
@@ -271,5 +271,26 @@ impl Report {
         }
         print_table(&t);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_templates_parse() {
+        for t in [SPINNER_TEMPLATE, BAR_TEMPLATE] {
+            assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn durations_are_seconds_or_humantime() {
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 }
