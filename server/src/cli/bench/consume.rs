@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use cairn_client::{Client, ConsumerConfig, SeekTo};
+use cairn_client::{Client, ConsumerConfig, PartitionOffset, SeekTo};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 
@@ -22,29 +22,7 @@ use super::{DEFAULT_RECORDS, Report, Workload, histogram, progress};
 ///
 /// Fetch errors after the client's retries, or a failed fill.
 pub(crate) async fn run(client: &Client, w: &Workload, json: bool) -> anyhow::Result<Report> {
-    let mut offsets = client
-        .list_offsets(&w.topic, &[], SeekTo::Latest)
-        .await
-        .context("looking up offsets")?;
-    let stored: i64 = offsets
-        .iter()
-        .map(|o| o.high_watermark - o.log_start_offset)
-        .sum();
-    let wanted = w.records.unwrap_or(DEFAULT_RECORDS);
-    if !w.baseline && (stored as u64) < wanted {
-        let fill = Workload {
-            records: Some(wanted - stored as u64),
-            duration: None,
-            ..w.clone()
-        };
-        super::produce::run(client, &fill, progress(&fill, json, "fill"))
-            .await
-            .context("filling the topic")?;
-        offsets = client
-            .list_offsets(&w.topic, &[], SeekTo::Latest)
-            .await
-            .context("looking up offsets")?;
-    }
+    let offsets = fill_if_short(client, w, json).await?;
     let bar = progress(w, json, "consume");
     let shared = Arc::new(Shared {
         received: AtomicU64::new(0),
@@ -90,6 +68,39 @@ pub(crate) async fn run(client: &Client, w: &Workload, json: bool) -> anyhow::Re
         latency,
         latency_of: "fetch round trip",
     })
+}
+
+/// Produces (untimed) what the topic lacks of the record budget; returns every partition's
+/// offsets as they then stand. The baseline broker never lacks anything.
+async fn fill_if_short(
+    client: &Client,
+    w: &Workload,
+    json: bool,
+) -> anyhow::Result<Vec<PartitionOffset>> {
+    let offsets = client
+        .list_offsets(&w.topic, &[], SeekTo::Latest)
+        .await
+        .context("looking up offsets")?;
+    let stored: i64 = offsets
+        .iter()
+        .map(|o| o.high_watermark - o.log_start_offset)
+        .sum();
+    let wanted = w.records.unwrap_or(DEFAULT_RECORDS);
+    if w.baseline || stored as u64 >= wanted {
+        return Ok(offsets);
+    }
+    let fill = Workload {
+        records: Some(wanted - stored as u64),
+        duration: None,
+        ..w.clone()
+    };
+    super::produce::run(client, &fill, progress(&fill, json, "fill"))
+        .await
+        .context("filling the topic")?;
+    client
+        .list_offsets(&w.topic, &[], SeekTo::Latest)
+        .await
+        .context("looking up offsets")
 }
 
 /// What the consumer tasks share.

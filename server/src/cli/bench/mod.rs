@@ -67,6 +67,7 @@ pub(crate) struct Workload {
     #[arg(long, conflicts_with = "duration")]
     records: Option<u64>,
     /// Run for this long instead of a record count: seconds, or a duration such as `30s`.
+    /// `consume` still fills the topic to 100000 records first, and stops early at its end.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Largest producer batch, in bytes.
