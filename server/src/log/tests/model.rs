@@ -12,6 +12,11 @@ enum Op {
         sizes: Vec<usize>,
         ts_step: i64,
     },
+    /// Append several leader-stamped batches at once, as a follower does.
+    Replicate {
+        batches: Vec<Vec<usize>>,
+        ts_step: i64,
+    },
     /// Read at `start + pick % (len + 3) - 1` (so sometimes out of range).
     Read {
         pick: u16,
@@ -37,6 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (prop::collection::vec(0usize..120, 1..5), 0i64..50)
             .prop_map(|(sizes, ts_step)| Op::Append { sizes, ts_step }),
+        2 => (prop::collection::vec(prop::collection::vec(0usize..100, 1..4), 1..5), 0i64..50)
+            .prop_map(|(batches, ts_step)| Op::Replicate { batches, ts_step }),
         4 => (any::<u16>(), 1usize..800).prop_map(|(pick, max_bytes)| Op::Read { pick, max_bytes }),
         1 => Just(Op::Roll),
         1 => (any::<u16>(), prop::bool::weighted(0.1))
@@ -71,7 +78,28 @@ struct Model {
     clock: i64,
 }
 
+/// A batch of records of these sizes for the model's next offsets, and its values.
+fn model_batch(model: &Model, sizes: &[usize]) -> (Bytes, Vec<Vec<u8>>) {
+    let values: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| vec![(model.end as usize + i) as u8; n])
+        .collect();
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    (batch(&refs, model.clock), values)
+}
+
 impl Model {
+    fn push(&mut self, values: Vec<Vec<u8>>) {
+        let base = self.end;
+        self.end += values.len() as i64;
+        self.batches.push(ModelBatch {
+            base,
+            values,
+            timestamp: self.clock,
+        });
+    }
+
     fn records(&self) -> Vec<(i64, Vec<u8>)> {
         let mut out = Vec::new();
         for b in &self.batches {
@@ -172,20 +200,25 @@ fn run(ops: Vec<Op>) {
         match op {
             Op::Append { sizes, ts_step } => {
                 model.clock += ts_step;
-                let values: Vec<Vec<u8>> = sizes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n)| vec![(model.end as usize + i) as u8; n])
-                    .collect();
-                let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-                let info = log.append(batch(&refs, model.clock), 0).unwrap();
+                let (encoded, values) = model_batch(&model, &sizes);
+                let info = log.append(encoded, 0).unwrap();
                 assert_eq!(info.base_offset, model.end);
-                model.batches.push(ModelBatch {
-                    base: model.end,
-                    values,
-                    timestamp: model.clock,
-                });
-                model.end = info.log_end_offset;
+                model.push(values);
+                assert_eq!(info.log_end_offset, model.end);
+            }
+            Op::Replicate { batches, ts_step } => {
+                model.clock += ts_step;
+                let first = model.end;
+                let mut chunk = Vec::new();
+                for sizes in &batches {
+                    let (encoded, values) = model_batch(&model, sizes);
+                    let mut stamped = encoded.to_vec();
+                    cairn_batch::stamp(&mut stamped, model.end, 4);
+                    chunk.extend_from_slice(&stamped);
+                    model.push(values);
+                }
+                let info = log.append_replicated(Bytes::from(chunk)).unwrap();
+                assert_eq!((info.base_offset, info.log_end_offset), (first, model.end));
             }
             Op::Read { pick, max_bytes } => {
                 let span = (model.end - model.start) as u64 + 3;
