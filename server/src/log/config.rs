@@ -32,7 +32,8 @@ pub struct LogConfig {
     /// reasonable steps. Maximum: `i32::MAX` (index positions are 32-bit).
     pub segment_bytes: u64,
     /// A non-empty segment rolls once it has been active this long (ms), so time retention can
-    /// delete old data even on a quiet partition. `None` disables time-based rolling.
+    /// delete old data even on a quiet partition. The age counts from when this process opened
+    /// or created the segment (a restart starts it again). `None` disables time-based rolling.
     ///
     /// Default: 7 days, Kafka's `segment.ms`.
     pub segment_ms: Option<u64>,

@@ -49,7 +49,9 @@ impl Log {
             tracing::info!(dir = %self.dir.display(), from = end, to = new_end, "truncating log");
             self.cut(&mut state, base, new_end, position)
                 .map_err(|e| self.fail(std::io::Error::other(e)))?;
-            self.lower_recovery_point(state.active.base_offset())
+            let active_base = state.active.base_offset();
+            drop(state);
+            self.lower_recovery_point(active_base)
         })
     }
 
@@ -82,6 +84,7 @@ impl Log {
                 Ok(())
             };
             restart(&mut state).map_err(|e| self.fail(std::io::Error::other(e)))?;
+            drop(state);
             self.lower_recovery_point(offset)
         })
     }
@@ -132,7 +135,9 @@ impl Log {
     }
 
     /// After a truncation, segments at or past the new active segment must be rescanned on
-    /// open: the recovery point may not stay above it.
+    /// open: the recovery point may not stay above it. Runs in the flusher role (no flush can
+    /// move the recovery point meanwhile) but outside the segments' lock, so reads do not wait
+    /// for its fsyncs.
     fn lower_recovery_point(&self, active_base: i64) -> Result<()> {
         let mut pending = self.pending_lock();
         pending.sealed_up_to = pending.sealed_up_to.min(active_base);
