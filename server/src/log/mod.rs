@@ -95,6 +95,9 @@ pub struct ReadResult {
 
 /// One partition's log. `Send + Sync`: share it as `Arc<Log>`; every method takes `&self` except
 /// `close`. Methods block (file I/O, fsync): async callers use `spawn_blocking`.
+///
+/// Dropping a `Log` without [`close`](Log::close) is a crash as far as the files are concerned:
+/// nothing more is fsynced, and the next `open` recovers.
 pub struct Log {
     /// The partition directory.
     dir: PathBuf,

@@ -38,6 +38,9 @@ fn concurrent_appends_share_fsyncs_and_return_only_when_durable() {
                     let info = log
                         .append(sized_batch(1, 20, (t * 50 + i) as u8, 0), 0)
                         .unwrap();
+                    // The durable offset only moves to what the log end was when a flush
+                    // *started*, once that flush's fsyncs returned: so this proves an fsync
+                    // that began after the append's write covered it.
                     let durable = log.durable_offset();
                     assert!(
                         durable >= info.log_end_offset,
