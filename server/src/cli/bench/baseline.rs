@@ -1,5 +1,6 @@
 //! The do-nothing broker behind `cairn bench --baseline`: an in-process `cairn.v1.Broker` on
-//! 127.0.0.1:0 that touches no storage, served with the real server's HTTP/2 settings.
+//! 127.0.0.1:0 that touches no storage, served with the real server's HTTP/2 settings and
+//! `TCP_NODELAY` on every accepted socket.
 //!
 //! - `Produce` / `ProduceStream` read the batch headers for the record count and answer with
 //!   fake, increasing offsets.
@@ -29,8 +30,7 @@ use cairn_proto::v1::{
     SubscribeResponse, TopicMetadata,
 };
 use futures::{Stream, StreamExt};
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The real server's flow-control windows and message limit (`service/mod.rs`).
@@ -43,10 +43,11 @@ const FAR_END: i64 = 1 << 50;
 const BATCH_BYTES: usize = 1 << 20;
 const BROKER_ID: u32 = 1;
 
-/// A running null broker; aborted when dropped.
+/// A running null broker, on a runtime of its own so that it does not share the load tool's
+/// workers (a real broker is another process); shut down when dropped.
 pub(crate) struct NullServer {
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl NullServer {
@@ -58,7 +59,10 @@ impl NullServer {
 
 impl Drop for NullServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            // Not `drop`: this may run inside the load tool's runtime, where blocking is banned.
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -67,40 +71,75 @@ impl Drop for NullServer {
 ///
 /// # Errors
 ///
-/// If 127.0.0.1:0 cannot be bound.
+/// If its runtime cannot start or 127.0.0.1:0 cannot be bound.
 pub(crate) async fn start(
     topic: &str,
     partitions: u32,
     record_size: usize,
 ) -> anyhow::Result<NullServer> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the baseline server")?;
-    let addr = listener.local_addr()?;
-    let service = NullBroker {
-        state: Arc::new(State {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn-baseline")
+        .build()
+        .context("starting the baseline server's runtime")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let topic = topic.to_owned();
+    runtime.spawn(async move {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = tx.send(Ok(addr));
+        let state = State {
             addr: addr.to_string(),
-            topic: topic.to_owned(),
+            topic,
             offsets: (0..partitions).map(|_| AtomicI64::new(0)).collect(),
             prebuilt: Mutex::new(HashMap::new()),
             record_size,
-        }),
-    };
-    let broker = BrokerServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .add_service(broker)
-        .serve_with_incoming(TcpListenerStream::new(listener));
-    let task = tokio::spawn(async move {
-        if let Err(e) = server.await {
+        };
+        if let Err(e) = serve(listener, state).await {
             eprintln!("baseline server failed: {e}");
         }
     });
-    Ok(NullServer { addr, task })
+    let addr = rx
+        .await
+        .context("the baseline server did not start")?
+        .context("binding the baseline server")?;
+    Ok(NullServer {
+        addr,
+        runtime: Some(runtime),
+    })
+}
+
+/// Serves `state` with the real server's HTTP/2 settings until the runtime stops.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: State,
+) -> Result<(), tonic::transport::Error> {
+    let broker = BrokerServer::new(NullBroker {
+        state: Arc::new(state),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // `Server::tcp_nodelay` is ignored by `serve_with_incoming` (tonic's own docs say so):
+    // the accepted sockets get TCP_NODELAY from `TcpIncoming` instead.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .add_service(broker)
+        .serve_with_incoming(incoming)
+        .await
 }
 
 #[derive(Clone)]
