@@ -239,6 +239,7 @@ impl Report {
                 "latency_of": self.latency_of,
                 "latency_samples": self.latency.len(),
                 "latency_ms": {
+                    "mean": self.latency.mean() / 1000.0,
                     "p50": self.ms(0.5),
                     "p99": self.ms(0.99),
                     "p999": self.ms(0.999),
@@ -262,6 +263,7 @@ impl Report {
             ("RECORDS/S", format!("{:.0}", self.per_sec(self.records))),
             ("MB/S", format!("{:.1}", self.per_sec(self.bytes) / 1e6)),
             ("LATENCY", self.latency_of.to_owned()),
+            ("MEAN", format!("{:.3} ms", self.latency.mean() / 1000.0)),
             ("P50", format!("{:.3} ms", self.ms(0.5))),
             ("P99", format!("{:.3} ms", self.ms(0.99))),
             ("P999", format!("{:.3} ms", self.ms(0.999))),
