@@ -265,3 +265,80 @@ async fn bad_inputs_are_refused_and_change_nothing() {
         .into_inner();
     assert_eq!(topics.topics.len(), 1, "{topics:?}");
 }
+
+#[tokio::test]
+async fn limits_refuse_oversized_requests_and_too_many_streams() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_records_per_request = 5\nmax_open_streams = 1\nmax_request_bytes = 65536\n",
+    )
+    .unwrap();
+    let broker = TestBroker::start_with(&["--config", config.to_str().unwrap()]).unwrap();
+    let mut c = clients(&broker).await;
+    c.admin
+        .create_topic(pb::CreateTopicRequest {
+            name: "t".into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Six structured records where five are allowed.
+    let records = vec![
+        pb::ProduceRecord {
+            value_payload: Some(pb::produce_record::ValuePayload::ValueText("x".into())),
+            ..Default::default()
+        };
+        6
+    ];
+    let request = pb::ProduceRequest {
+        topic: "t".into(),
+        records,
+        ..Default::default()
+    };
+    let meta = expect(
+        c.broker.produce(request).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(meta["field"], "records");
+
+    // A message larger than max_request_bytes is refused by the transport, not buffered.
+    let huge = produce("t", 0, Bytes::from(vec![0u8; 100_000]));
+    let meta = expect(
+        c.broker.produce(huge).await,
+        Code::ResourceExhausted,
+        "REQUEST_TOO_LARGE",
+    );
+    assert!(meta.is_empty());
+
+    // One open stream allowed: a second subscription is refused.
+    let subscribe = || pb::SubscribeRequest {
+        topic: "t".into(),
+        ..Default::default()
+    };
+    let first = c.broker.subscribe(subscribe()).await.unwrap();
+    expect(
+        c.broker.subscribe(subscribe()).await,
+        Code::ResourceExhausted,
+        "RESOURCE_EXHAUSTED",
+    );
+    // Closing the first frees the slot.
+    drop(first);
+    cairn_tests::wait_for(
+        "the stream slot to free up",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut broker = c.broker.clone();
+            async move { broker.subscribe(subscribe()).await.ok() }
+        },
+    )
+    .await
+    .unwrap();
+
+    // Nothing was written by any refused request.
+    assert!(values(&mut c, "t").await.is_empty());
+}

@@ -28,7 +28,11 @@ async fn read_n(
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while out.len() < count {
-        assert!(Instant::now() < deadline, "only {} of {count} records arrived", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records arrived",
+            out.len()
+        );
         out.extend(consumer.next_batch().await.unwrap());
     }
     out
@@ -60,7 +64,10 @@ async fn round_trip_keeps_keys_headers_timestamps_and_per_key_partitions() {
     for r in &records {
         let value = std::str::from_utf8(&r.value).unwrap();
         let i: i64 = value.strip_prefix("value-").unwrap().parse().unwrap();
-        assert_eq!(r.key.as_deref(), Some(format!("customer-{}", i % 7).as_bytes()));
+        assert_eq!(
+            r.key.as_deref(),
+            Some(format!("customer-{}", i % 7).as_bytes())
+        );
         assert_eq!(
             r.headers,
             vec![
@@ -113,7 +120,10 @@ async fn a_long_poll_fetch_wakes_when_a_record_arrives() {
     });
     // Produce only once the fetch is parked at the broker: until then it has not returned.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!fetch.is_finished(), "the fetch answered before any record existed");
+    assert!(
+        !fetch.is_finished(),
+        "the fetch answered before any record existed"
+    );
     let producer = client.producer(ProducerConfig::default());
     producer
         .send(ProducerRecord::new("wake", "ping"))
@@ -174,7 +184,10 @@ async fn restarts_keep_topics_configs_and_records() {
     let topic = client.admin().describe_topic("kept").await.unwrap();
     assert_eq!(topic.partitions.len(), 2);
     assert_eq!(topic.config.unwrap().segment_bytes, Some(4096));
-    assert!(topic.partitions[0].segment_count > 1, "small segments should have rolled");
+    assert!(
+        topic.partitions[0].segment_count > 1,
+        "small segments should have rolled"
+    );
     let records = read_n(&client, "kept", 0..1, 300).await;
     let values: Vec<String> = records
         .iter()

@@ -38,6 +38,8 @@ pub mod reason {
     pub const OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
     /// More replicas than brokers.
     pub const INVALID_REPLICATION_FACTOR: &str = "INVALID_REPLICATION_FACTOR";
+    /// A request is larger than `limits.max_request_bytes`.
+    pub const REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
     /// A limit was hit.
     pub const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
     /// The broker's storage failed.

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod convert;
 pub mod drain;
 pub mod error;
+pub mod oversize;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -106,6 +107,7 @@ pub async fn serve(
     let in_flight = drain::InFlight::default();
     let server = tonic::transport::Server::builder()
         .layer(in_flight.layer())
+        .layer(oversize::OversizeLayer)
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
