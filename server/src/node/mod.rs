@@ -11,6 +11,8 @@
 
 mod partition;
 mod registry;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +77,11 @@ pub enum NodeError {
     /// A limit was reached; retry later or ask for less.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Another process (probably another broker) holds the data directory.
+    #[error(
+        "data directory {0} is in use by another process; stop it or choose another --data-dir"
+    )]
+    DataDirLocked(PathBuf),
 }
 
 impl NodeError {
@@ -140,6 +147,9 @@ pub struct Node {
     defaults: TopicConfig,
     registry: Mutex<Registry>,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    /// Holds an exclusive lock on `<data-dir>/.lock` for the node's lifetime, so two brokers
+    /// never write the same partitions.
+    _lock: std::fs::File,
 }
 
 impl Node {
@@ -151,6 +161,7 @@ impl Node {
     pub fn open(config: BrokerConfig) -> Result<Arc<Self>, NodeError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(NodeError::io("creating data directory", &config.data_dir))?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let registry = Registry::load(&config.data_dir)?;
         let defaults = config.topic_defaults.resolve(&default_topic_config());
         let node = Self {
@@ -158,6 +169,7 @@ impl Node {
             registry: Mutex::new(registry),
             partitions: RwLock::new(HashMap::new()),
             config,
+            _lock: lock,
         };
         node.remove_deleted_leftovers();
         let topics: Vec<_> = node.lock_registry().topics.clone().into_iter().collect();
@@ -522,6 +534,23 @@ impl Node {
                 tracing::error!(error = %e, "flush on shutdown failed");
             }
         }
+    }
+}
+
+/// Takes the data directory's exclusive lock (released when the file is closed, including when
+/// the process dies).
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, NodeError> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(NodeError::io("opening", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::DataDirLocked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(NodeError::io("locking", &path)(e)),
     }
 }
 

@@ -138,7 +138,9 @@ impl From<NodeError> for Status {
                 message,
                 &[],
             ),
-            NodeError::CorruptMetadata { .. } | NodeError::Io { .. } => {
+            NodeError::CorruptMetadata { .. }
+            | NodeError::Io { .. }
+            | NodeError::DataDirLocked(_) => {
                 tracing::error!(error = %message, "metadata storage error");
                 status(Code::Internal, reason::STORAGE_ERROR, message, &[])
             }

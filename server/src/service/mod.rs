@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use cairn_proto::v1::{self as pb, admin_server::AdminServer, broker_server::BrokerServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::node::Node;
 
@@ -104,6 +104,9 @@ pub async fn serve(
             cancel.cancel();
         }
     };
+    // `Server::tcp_nodelay` does not apply to an incoming stream we hand over, so set it here:
+    // without it about one fetch in a hundred waits ~40 ms on delayed ACKs.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let in_flight = drain::InFlight::default();
     let server = tonic::transport::Server::builder()
         .layer(in_flight.layer())
@@ -117,7 +120,7 @@ pub async fn serve(
         .add_service(reflection_builder().build_v1alpha()?)
         .add_service(broker)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+        .serve_with_incoming_shutdown(incoming, drain);
     // hyper's own graceful shutdown also waits for clients to close idle connections, which
     // a client may never do; Cairn waits for running requests only, and at most DRAIN_TIMEOUT.
     let drained = async {
