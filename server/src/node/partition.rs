@@ -1,9 +1,9 @@
 //! One topic partition hosted on this broker: its log, and a watch channel that wakes
 //! long-polling fetches and subscriptions when the log grows.
 //!
-//! The log is synchronous (it knows nothing of tokio). Appends that must wait for an fsync run on
-//! the blocking pool so they do not stall the runtime; appends that only write to the page cache
-//! run inline, which is cheaper than a thread hop.
+//! The log is synchronous (it knows nothing of tokio). Appends run on the blocking pool, since any
+//! of them may wait for an fsync (policy `always`, or a segment roll); reads run inline: they copy
+//! from the page cache at most once and never fsync.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::log::{AppendInfo, FsyncPolicy, Log, ReadResult};
+use crate::log::{AppendInfo, Log, ReadResult};
 use crate::topic::{TopicConfig, TopicName};
 
 use super::NodeError;
@@ -29,8 +29,6 @@ pub struct Partition {
     /// The resolved topic config the log was opened with.
     pub config: TopicConfig,
     log: Arc<Log>,
-    /// Whether appends wait for an fsync (and so must leave the async runtime's threads).
-    fsync_always: bool,
     /// Epoch of the current leader (this broker); stamped on every appended batch.
     leader_epoch: i32,
     /// The high watermark: the offset the next record will get. Readers only see below it.
@@ -51,9 +49,7 @@ impl Partition {
         config: TopicConfig,
         leader_epoch: i32,
     ) -> Result<Self, NodeError> {
-        let log_config = config.log_config();
-        let fsync_always = matches!(log_config.fsync, FsyncPolicy::Always);
-        let log = Log::open(&dir, log_config).map_err(|source| NodeError::Log {
+        let log = Log::open(&dir, config.log_config()).map_err(|source| NodeError::Log {
             topic: topic.to_string(),
             partition: index,
             source,
@@ -65,7 +61,6 @@ impl Partition {
             dir,
             config,
             log: Arc::new(log),
-            fsync_always,
             leader_epoch,
             high_watermark,
         })
@@ -90,17 +85,23 @@ impl Partition {
     /// Not cancel safe in the sense that a cancelled call may still have appended the batch;
     /// the caller then simply never learns the offset (as with a lost acks=1 response).
     pub async fn append(&self, batch: Bytes) -> Result<AppendInfo, NodeError> {
-        let info = if self.fsync_always {
-            let log = Arc::clone(&self.log);
-            let epoch = self.leader_epoch;
-            tokio::task::spawn_blocking(move || log.append(batch, epoch))
-                .await
-                .expect("log append does not panic")
-        } else {
-            self.log.append(batch, self.leader_epoch)
-        }
-        .map_err(|e| self.log_error(e))?;
-        self.high_watermark.send_replace(info.log_end_offset);
+        // Always off the async threads: besides an fsync-always append, any append may roll the
+        // segment, and the roll fsyncs the sealed segment (up to a gigabyte of dirty pages).
+        // One thread hop per batch is small beside writing the batch.
+        let log = Arc::clone(&self.log);
+        let epoch = self.leader_epoch;
+        let info = tokio::task::spawn_blocking(move || log.append(batch, epoch))
+            .await
+            .expect("log append does not panic")
+            .map_err(|e| self.log_error(e))?;
+        // Concurrent appends can finish in any order; the watermark only moves forward.
+        self.high_watermark.send_if_modified(|hw| {
+            let advanced = info.log_end_offset > *hw;
+            if advanced {
+                *hw = info.log_end_offset;
+            }
+            advanced
+        });
         Ok(info)
     }
 
