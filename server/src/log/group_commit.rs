@@ -165,6 +165,10 @@ impl GroupCommit {
     ) -> MutexGuard<'a, CommitState> {
         state.flushing = true;
         drop(state);
+        // Appenders woken by the previous round are usually runnable but not yet written: one
+        // yield lets them append first, so this round's fsync covers them too. On the 2-core
+        // bench machine this took appends per fsync from ~4.6 to ~7 of 8 (BENCHMARKS.md).
+        std::thread::yield_now();
         let result = lead();
         self.rounds.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
