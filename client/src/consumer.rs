@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -67,8 +68,8 @@ impl Default for ConsumerConfig {
 /// A record read from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// Topic read.
-    pub topic: String,
+    /// Topic read; shared by every record of a fetch (one allocation per fetch, not per record).
+    pub topic: Arc<str>,
     /// Partition read.
     pub partition: u32,
     /// The record's offset.
@@ -164,7 +165,8 @@ impl Consumer {
     pub fn unassign(&mut self, topic: &str, partitions: impl IntoIterator<Item = u32>) {
         for p in partitions {
             self.partitions.remove(&(topic.to_owned(), p));
-            self.buffer.retain(|r| r.topic != topic || r.partition != p);
+            self.buffer
+                .retain(|r| &*r.topic != topic || r.partition != p);
         }
     }
 
@@ -193,7 +195,7 @@ impl Consumer {
         state.position = Some(offset);
         state.epoch = self.epochs;
         self.buffer
-            .retain(|r| r.topic != topic || r.partition != partition);
+            .retain(|r| &*r.topic != topic || r.partition != partition);
         Ok(offset)
     }
 
@@ -203,7 +205,7 @@ impl Consumer {
         let state = self.partitions.get(&(topic.to_owned(), partition))?;
         self.buffer
             .iter()
-            .find(|r| r.partition == partition && r.topic == topic)
+            .find(|r| r.partition == partition && &*r.topic == topic)
             .map(|r| r.offset)
             .or(state.position)
     }
@@ -380,6 +382,7 @@ fn decode(
         partition,
         source,
     };
+    let shared_topic: Arc<str> = Arc::from(topic);
     let mut records = Vec::new();
     let mut next = offset;
     let mut whole = true;
@@ -403,7 +406,7 @@ fn decode(
                 continue;
             }
             records.push(ConsumerRecord {
-                topic: topic.to_owned(),
+                topic: Arc::clone(&shared_topic),
                 partition,
                 offset: record_offset,
                 timestamp: r.timestamp,

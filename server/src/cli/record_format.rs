@@ -155,7 +155,7 @@ fn put_bytes(object: &mut Map<String, Value>, field: &str, bytes: Option<&[u8]>)
 /// The record as one JSON object: topic, partition, offset, timestamp, key, value, headers.
 pub(crate) fn to_json(record: &ConsumerRecord) -> Value {
     let mut object = Map::new();
-    object.insert("topic".into(), json!(record.topic));
+    object.insert("topic".into(), json!(&*record.topic));
     object.insert("partition".into(), json!(record.partition));
     object.insert("offset".into(), json!(record.offset));
     object.insert("timestamp".into(), json!(record.timestamp));
