@@ -195,3 +195,45 @@ async fn restarts_keep_topics_configs_and_records() {
         .collect();
     assert_eq!(values, (0..300).map(value).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn sigterm_answers_a_parked_long_poll_before_the_broker_exits() {
+    let mut broker = TestBroker::start().unwrap();
+    let client = connect(&broker).await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("drain", 1))
+        .await
+        .unwrap();
+    let mut raw = BrokerClient::connect(broker.url()).await.unwrap();
+    let fetch = tokio::spawn(async move {
+        raw.fetch(pb::FetchRequest {
+            topic: "drain".into(),
+            offset: 0,
+            max_wait_ms: 25_000,
+            ..Default::default()
+        })
+        .await
+    });
+    // Let the fetch park at the broker (it cannot finish: the topic is empty).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fetch.is_finished());
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || broker.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    // The running request was answered (empty, at the high watermark), not cut off.
+    let response = fetch
+        .await
+        .unwrap()
+        .expect("a parked fetch is answered on shutdown");
+    let response = response.into_inner();
+    assert!(response.records.is_empty());
+    assert_eq!(response.next_offset, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}

@@ -1,19 +1,14 @@
 //! Counting in-flight requests, so that a graceful shutdown waits for the requests that are
 //! running and not for clients to hang up their idle connections.
 //!
-//! [`InFlightLayer`] wraps the whole gRPC router; each request holds a guard until its response
-//! future resolves. Streaming RPCs count only until their response stream starts: their bodies
-//! end through the shutdown token instead.
+//! The edge layer ([`super::edge`]) holds a guard for each request until its response future
+//! resolves. Streaming RPCs count only until their response stream starts: their bodies end
+//! through the shutdown token instead.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
-use tower_layer::Layer;
-use tower_service::Service;
 
 /// Shared count of requests being handled.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +23,7 @@ struct Inner {
 }
 
 /// Decrements the count when dropped (response ready, or the request cancelled).
-struct Guard(InFlight);
+pub(crate) struct Guard(InFlight);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -39,7 +34,8 @@ impl Drop for Guard {
 }
 
 impl InFlight {
-    fn enter(&self) -> Guard {
+    /// Counts one more running request until the guard is dropped.
+    pub(crate) fn enter(&self) -> Guard {
         self.inner.count.fetch_add(1, Ordering::AcqRel);
         Guard(self.clone())
     }
@@ -65,57 +61,6 @@ impl InFlight {
             }
             notified.await;
         }
-    }
-
-    /// The layer that counts requests into this tracker.
-    pub fn layer(&self) -> InFlightLayer {
-        InFlightLayer(self.clone())
-    }
-}
-
-/// Tower layer counting requests into an [`InFlight`].
-#[derive(Debug, Clone)]
-pub struct InFlightLayer(InFlight);
-
-impl<S> Layer<S> for InFlightLayer {
-    type Service = InFlightService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        InFlightService {
-            inner,
-            tracker: self.0.clone(),
-        }
-    }
-}
-
-/// A service whose calls are counted while they run.
-#[derive(Debug, Clone)]
-pub struct InFlightService<S> {
-    inner: S,
-    tracker: InFlight,
-}
-
-impl<S, R> Service<R> for InFlightService<S>
-where
-    S: Service<R>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        let guard = self.tracker.enter();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let r = response.await;
-            drop(guard);
-            r
-        })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod broker;
 pub mod convert;
 pub mod drain;
+pub mod edge;
 pub mod error;
 pub mod oversize;
 
@@ -109,8 +110,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let in_flight = drain::InFlight::default();
     let server = tonic::transport::Server::builder()
-        .layer(in_flight.layer())
-        .layer(oversize::OversizeLayer)
+        .layer(edge::EdgeLayer::new(in_flight.clone()))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)

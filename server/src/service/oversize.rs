@@ -2,66 +2,20 @@
 //!
 //! tonic refuses such a message while decoding it, before any Cairn handler runs, and answers
 //! OUT_OF_RANGE without details. gRPC's own implementations use RESOURCE_EXHAUSTED for a message
-//! over the receive limit, and Cairn promises an `ErrorInfo` on every error, so this layer
-//! rewrites that one trailers-only answer (its status lives in the response headers) into
+//! over the receive limit, and Cairn promises an `ErrorInfo` on every error, so the edge layer
+//! ([`super::edge`]) rewrites that one trailers-only answer (its status lives in the response headers) into
 //! RESOURCE_EXHAUSTED with reason `REQUEST_TOO_LARGE`. Every other response passes untouched.
-
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use tonic::Code;
 use tonic::codegen::http;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use super::error::{reason, status};
 
 /// The prefix of tonic's decode-limit message (tonic 0.14, `codec/decode.rs`).
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
 
-/// Tower layer installing [`OversizeService`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OversizeLayer;
-
-impl<S> Layer<S> for OversizeLayer {
-    type Service = OversizeService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OversizeService { inner }
-    }
-}
-
-/// Rewrites tonic's over-limit status; see the module docs.
-#[derive(Debug, Clone)]
-pub struct OversizeService<S> {
-    inner: S,
-}
-
-impl<S, R, B> Service<R> for OversizeService<S>
-where
-    S: Service<R, Response = http::Response<B>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
-            rewrite(response.headers_mut());
-            Ok(response)
-        })
-    }
-}
-
-fn rewrite(headers: &mut http::HeaderMap) {
+/// Rewrites tonic's over-limit status in `headers`, if that is what they carry.
+pub(crate) fn rewrite(headers: &mut http::HeaderMap) {
     let Some(original) = tonic::Status::from_header_map(headers) else {
         return;
     };
