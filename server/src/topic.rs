@@ -82,6 +82,14 @@ impl From<TopicName> for String {
     }
 }
 
+/// Lets maps keyed by `TopicName` be searched with a request's `&str`, without allocating.
+/// Sound because `TopicName` hashes and compares exactly as its `String` does.
+impl std::borrow::Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

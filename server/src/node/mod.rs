@@ -137,8 +137,6 @@ pub struct PartitionInfo {
     pub leader_epoch: i32,
 }
 
-type PartitionKey = (TopicName, u32);
-
 /// A broker's topics and partitions.
 #[derive(Debug)]
 pub struct Node {
@@ -146,7 +144,8 @@ pub struct Node {
     /// Broker-wide topic defaults, resolved against Cairn's built-in ones once.
     defaults: TopicConfig,
     registry: Mutex<Registry>,
-    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    /// Open partitions by topic, in index order; looked up by `&str` without allocating.
+    partitions: RwLock<HashMap<TopicName, Vec<Arc<Partition>>>>,
     /// Holds an exclusive lock on `<data-dir>/.lock` for the node's lifetime, so two brokers
     /// never write the same partitions.
     _lock: std::fs::File,
@@ -213,10 +212,14 @@ impl Node {
             config,
             0,
         )?);
-        self.partitions
+        let mut map = self
+            .partitions
             .write()
-            .expect("partition map lock is not poisoned")
-            .insert((name.clone(), index), Arc::clone(&partition));
+            .expect("partition map lock is not poisoned");
+        let list = map.entry(name.clone()).or_default();
+        debug_assert_eq!(list.len(), index as usize, "partitions open in index order");
+        list.push(Arc::clone(&partition));
+        drop(map);
         Ok(partition)
     }
 
@@ -289,15 +292,23 @@ impl Node {
         Ok(())
     }
 
-    /// Drops partitions from the map and, if `delete`, removes their directories.
+    /// Drops partitions `range` (always a suffix: the topic's last ones) from the map and, if
+    /// `delete`, removes their directories.
     fn close_partitions(&self, name: &TopicName, range: std::ops::Range<u32>, delete: bool) {
-        let mut map = self
-            .partitions
-            .write()
-            .expect("partition map lock is not poisoned");
-        for index in range {
-            map.remove(&(name.clone(), index));
-            if delete {
+        {
+            let mut map = self
+                .partitions
+                .write()
+                .expect("partition map lock is not poisoned");
+            if let Some(list) = map.get_mut(name.as_str()) {
+                list.truncate(range.start as usize);
+                if list.is_empty() {
+                    map.remove(name.as_str());
+                }
+            }
+        }
+        if delete {
+            for index in range {
                 let dir = self.partition_dir(name, index);
                 if let Err(e) = std::fs::remove_dir_all(&dir)
                     && e.kind() != std::io::ErrorKind::NotFound
@@ -383,7 +394,7 @@ impl Node {
             .ok_or_else(|| NodeError::UnknownTopic(name.to_string()))?;
         let partitions = (0..record.partitions)
             .map(|index| {
-                let p = self.partition(&name, index)?;
+                let p = self.partition(name.as_str(), index)?;
                 Ok(PartitionInfo {
                     index,
                     log_start_offset: p.log_start_offset(),
@@ -444,37 +455,32 @@ impl Node {
         self.describe_topic(name.as_str())
     }
 
-    /// The partition `index` of `topic`, if this broker hosts it.
+    /// The partition `index` of `topic`, if this broker hosts it. The lookup allocates
+    /// nothing; the name is validated only to explain a miss.
     ///
     /// # Errors
     ///
-    /// [`NodeError::UnknownTopic`] or [`NodeError::UnknownPartition`].
-    pub fn partition(&self, topic: &TopicName, index: u32) -> Result<Arc<Partition>, NodeError> {
+    /// [`NodeError::InvalidTopicName`], [`NodeError::UnknownTopic`] or
+    /// [`NodeError::UnknownPartition`].
+    pub fn partition(&self, topic: &str, index: u32) -> Result<Arc<Partition>, NodeError> {
         if let Some(p) = self
             .partitions
             .read()
             .expect("partition map lock is not poisoned")
-            .get(&(topic.clone(), index))
+            .get(topic)
+            .and_then(|list| list.get(index as usize))
         {
             return Ok(Arc::clone(p));
         }
-        match self.lock_registry().topics.get(topic) {
-            None => Err(NodeError::UnknownTopic(topic.to_string())),
+        let name = parse_topic(topic)?;
+        match self.lock_registry().topics.get(&name) {
+            None => Err(NodeError::UnknownTopic(name.to_string())),
             Some(r) => Err(NodeError::UnknownPartition {
-                topic: topic.to_string(),
+                topic: name.to_string(),
                 partition: index,
                 count: r.partitions,
             }),
         }
-    }
-
-    /// Looks up a partition by the raw topic name of a request.
-    ///
-    /// # Errors
-    ///
-    /// As [`Node::partition`], plus [`NodeError::InvalidTopicName`].
-    pub fn partition_by_name(&self, topic: &str, index: u32) -> Result<Arc<Partition>, NodeError> {
-        self.partition(&parse_topic(topic)?, index)
     }
 
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
@@ -482,6 +488,7 @@ impl Node {
             .read()
             .expect("partition map lock is not poisoned")
             .values()
+            .flatten()
             .cloned()
             .collect()
     }

@@ -118,7 +118,7 @@ impl BrokerService {
     ) -> Result<pb::ProduceResponse, Status> {
         let acks = Acks::try_from(req.acks)
             .map_err(|_| invalid_argument("acks", format!("unknown acks value {}", req.acks)))?;
-        let p = self.node.partition_by_name(&req.topic, req.partition)?;
+        let p = self.node.partition(&req.topic, req.partition)?;
         let batches = self.batches_of(&mut req, &p)?;
         if acks == Acks::None {
             // Fire and forget: answer now, append in the background, report failures in the log.
@@ -259,7 +259,7 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let req = request.into_inner();
         let format = record_format(req.format)?;
-        let p = self.node.partition_by_name(&req.topic, req.partition)?;
+        let p = self.node.partition(&req.topic, req.partition)?;
         let wait = Duration::from_millis(u64::from(
             req.max_wait_ms
                 .min(self.node.config().limits.max_fetch_wait_ms),
@@ -292,7 +292,7 @@ impl Broker for BrokerService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let format = record_format(req.format)?;
-        let p = self.node.partition_by_name(&req.topic, req.partition)?;
+        let p = self.node.partition(&req.topic, req.partition)?;
         let mut offset = self.resolve_position(&p, req.start.as_ref())?;
         let max_bytes = self.fetch_bytes(req.max_bytes);
         // Fail fast on a bad start offset rather than on the first read inside the stream.
@@ -318,7 +318,7 @@ impl Broker for BrokerService {
                 };
                 if read.records.is_empty() {
                     // Nothing new: make sure the partition was not deleted under us.
-                    match node.partition(&p.topic, p.index) {
+                    match node.partition(p.topic.as_str(), p.index) {
                         Ok(current) if Arc::ptr_eq(&current, &p) => continue,
                         Ok(_) | Err(_) => {
                             let e = crate::node::NodeError::UnknownTopic(p.topic.to_string());
@@ -371,7 +371,7 @@ impl Broker for BrokerService {
         }
         let mut offsets = Vec::with_capacity(partitions.len());
         for index in partitions {
-            let p = self.node.partition(&topic.name, index)?;
+            let p = self.node.partition(topic.name.as_str(), index)?;
             let offset = self.resolve_position(&p, req.position.as_ref())?;
             offsets.push(pb::PartitionOffset {
                 partition: index,
