@@ -8,6 +8,9 @@
 //!   nothing of gRPC, topics or the network.
 //! - [`topic`]: topic names (validated on construction) and per-topic configuration.
 //! - [`config`]: the broker's configuration file and its defaults.
+//! - [`metadata`]: the cluster metadata replicated through Raft (openraft): `ClusterState` and
+//!   its deterministic `apply`, replica placement, the persisted Raft log store and state machine.
+//!   Knows nothing of gRPC or the partition log; networking and the controller come later.
 //! - [`node`]: the topics and partitions a broker hosts, the persisted topic registry, long-poll
 //!   wake-ups and background upkeep (retention, interval flushes).
 //! - [`service`]: the gRPC edge (tonic): `cairn.v1.Broker`, `cairn.v1.Admin`, health and
@@ -17,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod log;
+pub mod metadata;
 pub mod node;
 pub mod service;
 pub mod topic;

@@ -1,0 +1,27 @@
+//! The cluster metadata store: the replicated state every broker agrees on through Raft
+//! (openraft), as KRaft does in Kafka (DESIGN.md §4).
+//!
+//! This module owns the metadata as data ([`ClusterState`] and its synchronous
+//! [`ClusterState::apply`]), replica placement ([`assign_replicas`]), and the two storage halves
+//! openraft drives: the persisted Raft log and vote (`LogStore`) and the state machine with its
+//! snapshots (`StateMachine`), both under one directory (`<data-dir>/metadata/`).
+//!
+//! It knows nothing of the network, gRPC or the partition log: Raft networking, the controller
+//! (leases, fencing, leader balancing) and the wiring into the broker come later and build on
+//! these pieces.
+//!
+//! # Layout
+//!
+//! - `state`: [`ClusterState`], [`MetadataCommand`], [`MetadataResponse`], [`ApplyError`].
+//! - `assign`: [`assign_replicas`], Kafka's round-robin placement.
+//! - `log_store`: `LogStore`, the Raft log and vote in append-only, CRC-framed files.
+//! - `state_machine`: `StateMachine`, applying entries and building/installing snapshots.
+
+mod assign;
+mod state;
+
+pub use assign::{AssignError, assign_replicas};
+pub use state::{
+    ApplyError, BrokerId, BrokerRecord, ClusterState, MetadataCommand, MetadataResponse,
+    PartitionRecord, TopicRecord,
+};
