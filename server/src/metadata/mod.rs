@@ -3,8 +3,8 @@
 //!
 //! This module owns the metadata as data ([`ClusterState`] and its synchronous
 //! [`ClusterState::apply`]), replica placement ([`assign_replicas`]), and the two storage halves
-//! openraft drives: the persisted Raft log and vote (`LogStore`) and the state machine with its
-//! snapshots (`StateMachine`), both under one directory (`<data-dir>/metadata/`).
+//! openraft drives: the persisted Raft log and vote ([`LogStore`]) and the state machine with its
+//! snapshots ([`StateMachine`]), both under one directory (`<data-dir>/metadata/`).
 //!
 //! It knows nothing of the network, gRPC or the partition log: Raft networking, the controller
 //! (leases, fencing, leader balancing) and the wiring into the broker come later and build on
@@ -14,14 +14,41 @@
 //!
 //! - `state`: [`ClusterState`], [`MetadataCommand`], [`MetadataResponse`], [`ApplyError`].
 //! - `assign`: [`assign_replicas`], Kafka's round-robin placement.
-//! - `log_store`: `LogStore`, the Raft log and vote in append-only, CRC-framed files.
-//! - `state_machine`: `StateMachine`, applying entries and building/installing snapshots.
+//! - `log_store`: [`LogStore`], the Raft log and vote in append-only, CRC-framed files.
+//! - `state_machine`: [`StateMachine`], applying entries and building/installing snapshots.
 
 mod assign;
+mod fs;
+mod log_store;
 mod state;
+mod state_machine;
+
+#[cfg(test)]
+mod conformance;
 
 pub use assign::{AssignError, assign_replicas};
+pub use fs::StoreError;
+pub use log_store::LogStore;
 pub use state::{
     ApplyError, BrokerId, BrokerRecord, ClusterState, MetadataCommand, MetadataResponse,
     PartitionRecord, TopicRecord,
 };
+pub use state_machine::{SnapshotBuilder, StateMachine};
+
+/// What applying one Raft entry produced: the command's response, or why it was refused. A
+/// refusal is still an applied entry (every replica refuses it alike).
+pub type ApplyOutcome = Result<MetadataResponse, ApplyError>;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for the metadata Raft group: commands are
+    /// [`MetadataCommand`]s, node ids are broker ids widened to `u64`, and a node's data is the
+    /// address peers reach it at.
+    pub TypeConfig:
+        D = MetadataCommand,
+        R = ApplyOutcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
