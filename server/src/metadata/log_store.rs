@@ -103,16 +103,23 @@ impl LogStore {
             file.set_len(len).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
         }
+        // Frames before the first kept entry are purged ones a crash left behind: finish the
+        // purge now, or the next append would leave a gap after them.
+        let first_kept = entries.first_key_value().map_or(len, |(_, s)| s.position);
+        let mut inner = Inner {
+            dir,
+            file,
+            len,
+            entries,
+            last_purged,
+            vote,
+            committed,
+        };
+        if first_kept > 0 {
+            inner.rewrite()?;
+        }
         Ok(Self {
-            inner: Arc::new(Mutex::new(Inner {
-                dir,
-                file,
-                len,
-                entries,
-                last_purged,
-                vote,
-                committed,
-            })),
+            inner: Arc::new(Mutex::new(inner)),
         })
     }
 
@@ -219,11 +226,16 @@ impl Inner {
     fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
         write_json(&self.dir.join(PURGED_FILE), &Some(log_id))?;
         self.last_purged = Some(log_id);
-        let kept = self.entries.split_off(&(log_id.index + 1));
+        self.entries = self.entries.split_off(&(log_id.index + 1));
+        self.rewrite()
+    }
+
+    /// Replaces `raft-log` atomically with the frames of the entries held in memory.
+    fn rewrite(&mut self) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         let path = self.log_path();
         let mut entries = BTreeMap::new();
-        for (index, s) in kept {
+        for (index, s) in std::mem::take(&mut self.entries) {
             let position = buf.len() as u64;
             frame(&s.entry, &mut buf).map_err(|source| StoreError::Codec {
                 path: path.clone(),

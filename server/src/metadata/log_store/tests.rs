@@ -125,3 +125,20 @@ async fn purge_past_the_end_leaves_an_empty_log_at_the_purge_point() {
     let state = s.get_log_state().await.expect("state");
     assert_eq!(state.last_log_id, Some(far));
 }
+
+#[tokio::test]
+async fn a_purge_interrupted_before_the_rewrite_is_finished_on_open() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut s = reopen(&dir);
+    append(&mut s, (1..=3).map(|i| entry(1, i)).collect()).await;
+    drop(s);
+    // The purge point reached the disk, the rewrite did not.
+    let far = Some(log_id(2, 1, 20));
+    crate::metadata::fs::write_json(&dir.path().join(super::PURGED_FILE), &far).expect("write");
+
+    let mut s = reopen(&dir);
+    assert!(indexes(&mut s).await.is_empty());
+    append(&mut s, vec![entry(2, 21), entry(2, 22)]).await;
+    drop(s);
+    assert_eq!(indexes(&mut reopen(&dir)).await, vec![21, 22]);
+}

@@ -284,6 +284,22 @@ fn register_bumps_the_epoch_and_starts_fenced() {
 }
 
 #[test]
+fn re_registering_a_leader_moves_its_leaderships() {
+    let mut s = base();
+    s.apply(&register(2)).expect("re-register");
+    let p1 = partition(&s, "t", 1);
+    assert_eq!(
+        (p1.leader, p1.leader_epoch, p1.isr),
+        (Some(3), 1, vec![3, 1])
+    );
+    assert!(s.brokers()[&2].fenced);
+    // First registration of a new broker touches no partition.
+    let before = s.topics().clone();
+    s.apply(&register(5)).expect("register");
+    assert_eq!(s.topics(), &before);
+}
+
+#[test]
 fn fence_moves_leadership_to_a_live_in_sync_replica() {
     let mut s = base();
     s.apply(&C::FenceBroker { id: 1 }).expect("fence");

@@ -118,3 +118,43 @@ async fn a_garbled_snapshot_is_refused() {
     assert!(sm.install_snapshot(&meta, data).await.is_err());
     assert!(sm.get_current_snapshot().await.expect("current").is_none());
 }
+
+/// What openraft does at startup: load the snapshot, then re-apply the committed log after it.
+#[tokio::test]
+async fn reopen_restores_the_snapshot_then_the_log_replays_to_the_same_state() {
+    use openraft::RaftLogReader;
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+
+    use crate::metadata::LogStore;
+
+    let dir = TempDir::new().expect("tempdir");
+    let mut log = LogStore::open(dir.path()).expect("open log");
+    let mut sm = StateMachine::open(dir.path()).expect("open sm");
+    let entries: Vec<_> = (1..=5)
+        .map(|i| register(i, u32::try_from(i).unwrap_or(0)))
+        .collect();
+    log.blocking_append(entries.clone()).await.expect("append");
+    sm.apply(entries[..3].to_vec()).await.expect("apply");
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    sm.apply(entries[3..].to_vec()).await.expect("apply");
+    log.save_committed(Some(log_id(1, 1, 5)))
+        .await
+        .expect("commit");
+    let before = sm.state().clone();
+    drop((log, sm));
+
+    let mut log = LogStore::open(dir.path()).expect("reopen log");
+    let mut sm = StateMachine::open(dir.path()).expect("reopen sm");
+    let (applied, _) = sm.applied_state().await.expect("applied");
+    let committed = log.read_committed().await.expect("committed");
+    let from = applied.map_or(0, |l| l.index + 1);
+    let to = committed.map_or(0, |l| l.index + 1);
+    let replay = log.try_get_log_entries(from..to).await.expect("read");
+    assert_eq!(replay.len(), 2);
+    sm.apply(replay).await.expect("replay");
+    assert_eq!(sm.state(), &before);
+}
