@@ -21,14 +21,8 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// A file's bytes are not what we wrote; it must be repaired or removed by hand.
-    #[error("metadata store file {path} is corrupt at byte {position}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        position: u64,
-        reason: String,
-    },
-    /// A value could not be (de)serialised.
+    /// A value could not be (de)serialised: a small file or snapshot is damaged (repair or
+    /// remove it by hand) or a value does not encode.
     #[error("metadata store could not encode or decode {path}: {source}")]
     Codec {
         path: PathBuf,

@@ -234,14 +234,13 @@ impl Inner {
     fn rewrite(&mut self) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         let path = self.log_path();
-        let mut entries = BTreeMap::new();
-        for (index, s) in std::mem::take(&mut self.entries) {
-            let position = buf.len() as u64;
+        let mut positions = Vec::with_capacity(self.entries.len());
+        for (&index, s) in &self.entries {
+            positions.push((index, buf.len() as u64));
             frame(&s.entry, &mut buf).map_err(|source| StoreError::Codec {
                 path: path.clone(),
                 source,
             })?;
-            entries.insert(index, Stored { position, ..s });
         }
         write_atomic(&path, &buf)?;
         self.file = OpenOptions::new()
@@ -250,7 +249,11 @@ impl Inner {
             .open(&path)
             .map_err(io_err(&path))?;
         self.len = buf.len() as u64;
-        self.entries = entries;
+        for (index, position) in positions {
+            if let Some(s) = self.entries.get_mut(&index) {
+                s.position = position;
+            }
+        }
         Ok(())
     }
 }
