@@ -1,8 +1,8 @@
 //! The one tower layer around the gRPC router: per-request bookkeeping at the edge.
 //!
-//! For every request it holds an in-flight guard ([`drain`](super::drain)) until the response
+//! For every request it holds an in-flight guard ([`super::drain`]) until the response
 //! is ready, and it gives a request over the size limit the status gRPC prescribes
-//! ([`oversize`](super::oversize)). One layer, so one boxed future per request.
+//! ([`super::oversize`]). One layer, so one boxed future per request.
 
 use std::future::Future;
 use std::pin::Pin;
