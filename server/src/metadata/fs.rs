@@ -29,6 +29,20 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// Recovery would have to drop log entries up to `committed`, which this node acknowledged
+    /// and the cluster committed. Truncating them silently could let this node vote for a
+    /// leader that lacks them, so the store refuses to open: restore the directory from a
+    /// backup, or remove it so the node rejoins from a snapshot.
+    #[error(
+        "metadata log {path} is damaged at byte {position}: it ends at index {last:?} but index \
+         {committed} was committed; refusing to drop committed entries"
+    )]
+    CommittedEntriesDamaged {
+        path: PathBuf,
+        position: u64,
+        last: Option<u64>,
+        committed: u64,
+    },
 }
 
 /// Shorthand for attaching a path to an [`io::Error`].

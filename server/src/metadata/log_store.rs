@@ -7,7 +7,9 @@
 //!   fsynced before openraft is told an append is durable. On open every frame is checked (length,
 //!   CRC, decodable, consecutive index); the first damage ends the log and the torn tail is cut
 //!   off, as the partition log's recovery does. An append that was acknowledged was fsynced, so
-//!   only unacknowledged entries can be torn.
+//!   normally only unacknowledged entries can be torn. If the damage lies at or below the
+//!   persisted committed index, it is not a torn append but lost committed data: the store
+//!   refuses to open ([`StoreError::CommittedEntriesDamaged`]) rather than truncate it.
 //! - `vote.json`, `committed.json`, `purged.json`: small values replaced atomically.
 //!
 //! Purging a prefix first records the new purge point, then rewrites `raft-log` without the
@@ -98,6 +100,13 @@ impl LogStore {
         let bytes = fs::read(&path).map_err(io_err(&path))?;
         let after = last_purged.map_or(0, |l| l.index + 1);
         let (entries, len) = scan(&path, &bytes, after);
+        check_committed_survive(
+            &path,
+            &entries,
+            len,
+            committed.as_ref(),
+            last_purged.as_ref(),
+        )?;
         if len < bytes.len() as u64 {
             warn!(path = %path.display(), from = len, to = bytes.len(), "truncating torn metadata log tail");
             file.set_len(len).map_err(io_err(&path))?;
@@ -137,6 +146,33 @@ fn frame(entry: &Entry<TypeConfig>, out: &mut Vec<u8>) -> Result<(), serde_json:
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     out.extend_from_slice(&body);
     Ok(())
+}
+
+/// Refuses a recovery that would end the log below the committed index (see the module docs).
+/// Entries at or below the purge point live in the snapshot and need not be in the log.
+fn check_committed_survive(
+    path: &Path,
+    entries: &BTreeMap<u64, Stored>,
+    intact_len: u64,
+    committed: Option<&LogId<NodeId>>,
+    last_purged: Option<&LogId<NodeId>>,
+) -> Result<(), StoreError> {
+    let Some(committed) = committed else {
+        return Ok(());
+    };
+    let last = entries
+        .last_key_value()
+        .map(|(i, _)| *i)
+        .or(last_purged.map(|l| l.index));
+    if last.is_some_and(|l| l >= committed.index) {
+        return Ok(());
+    }
+    Err(StoreError::CommittedEntriesDamaged {
+        path: path.to_owned(),
+        position: intact_len,
+        last,
+        committed: committed.index,
+    })
 }
 
 /// Decodes frames from the start of `bytes` until the first damage; returns the entries with

@@ -9,7 +9,7 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vot
 use tempfile::TempDir;
 
 use super::{LOG_FILE, LogStore};
-use crate::metadata::{MetadataCommand, TypeConfig};
+use crate::metadata::{MetadataCommand, StoreError, TypeConfig};
 
 fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
     Entry {
@@ -141,4 +141,58 @@ async fn a_purge_interrupted_before_the_rewrite_is_finished_on_open() {
     append(&mut s, vec![entry(2, 21), entry(2, 22)]).await;
     drop(s);
     assert_eq!(indexes(&mut reopen(&dir)).await, vec![21, 22]);
+}
+
+/// Flips a byte in the frame of `index` (1-based, entries 1..=n appended in one go).
+fn damage_frame(dir: &TempDir, index: usize, n: usize) {
+    let path = dir.path().join(LOG_FILE);
+    let mut bytes = std::fs::read(&path).expect("read");
+    // Frames are equal-sized here (same term, one-digit payloads), so the k-th starts at k * size.
+    let frame = bytes.len() / n;
+    let at = (index - 1) * frame + frame - 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("write");
+}
+
+#[tokio::test]
+async fn damage_above_the_committed_index_is_cut_off_like_a_torn_tail() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut s = reopen(&dir);
+    append(&mut s, (1..=5).map(|i| entry(1, i)).collect()).await;
+    s.save_committed(Some(log_id(1, 1, 3)))
+        .await
+        .expect("commit");
+    drop(s);
+    damage_frame(&dir, 4, 5);
+    assert_eq!(indexes(&mut reopen(&dir)).await, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn damage_at_or_below_the_committed_index_refuses_to_open() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut s = reopen(&dir);
+    append(&mut s, (1..=5).map(|i| entry(1, i)).collect()).await;
+    s.save_committed(Some(log_id(1, 1, 4)))
+        .await
+        .expect("commit");
+    drop(s);
+    damage_frame(&dir, 3, 5);
+    let before = std::fs::read(dir.path().join(LOG_FILE)).expect("read");
+    match LogStore::open(dir.path()) {
+        Err(StoreError::CommittedEntriesDamaged {
+            last, committed, ..
+        }) => {
+            assert_eq!(last, Some(2));
+            assert_eq!(committed, 4);
+        }
+        other => panic!(
+            "expected CommittedEntriesDamaged, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Refusing changed nothing on disk: an operator can still inspect or repair the file.
+    assert_eq!(
+        std::fs::read(dir.path().join(LOG_FILE)).expect("read"),
+        before
+    );
 }
