@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "cairn/v1/common.proto",
     "cairn/v1/broker.proto",
     "cairn/v1/admin.proto",
+    "cairn/v1/raft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

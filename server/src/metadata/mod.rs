@@ -6,7 +6,9 @@
 //! openraft drives: the persisted Raft log and vote ([`LogStore`]) and the state machine with its
 //! snapshots ([`StateMachine`]), both under one directory (`<data-dir>/metadata/`).
 //!
-//! It knows nothing of the network, gRPC or the partition log: Raft networking, the controller
+//! The client half of the Raft transport lives here too ([`RaftNetworkClient`], one cached
+//! channel per peer); the serving half is `service::raft`, the gRPC edge. Apart from that
+//! client, this module knows nothing of the network, gRPC or the partition log: the controller
 //! (leases, fencing, leader balancing) and the wiring into the broker come later and build on
 //! these pieces.
 //!
@@ -16,10 +18,13 @@
 //! - `assign`: [`assign_replicas`], Kafka's round-robin placement.
 //! - `log_store`: [`LogStore`], the Raft log and vote in append-only, CRC-framed files.
 //! - `state_machine`: [`StateMachine`], applying entries and building/installing snapshots.
+//! - `network`: [`RaftNetworkClient`] and [`PeerClient`], openraft's network over the internal
+//!   `cairn.v1.Raft` gRPC service.
 
 mod assign;
 mod fs;
 mod log_store;
+pub mod network;
 mod state;
 mod state_machine;
 
@@ -29,6 +34,7 @@ mod conformance;
 pub use assign::{AssignError, assign_replicas};
 pub use fs::StoreError;
 pub use log_store::LogStore;
+pub use network::{PeerClient, RaftNetworkClient};
 pub use state::{
     ApplyError, BrokerId, BrokerRecord, ClusterState, MetadataCommand, MetadataResponse,
     PartitionRecord, TopicRecord,

@@ -10,6 +10,7 @@ pub mod drain;
 pub mod edge;
 pub mod error;
 pub mod oversize;
+pub mod raft;
 
 use std::future::Future;
 use std::net::SocketAddr;
