@@ -2,8 +2,11 @@
 //! on port 0 serving only `cairn.v1.Raft`, talking through the real transport
 //! (`metadata::network` on the client side, `service::raft` on the server side).
 //!
-//! The test elects a leader, replicates commands to every state machine, stops the leader and
-//! checks that the two survivors elect a new one and keep committing. It waits on conditions
+//! The cluster test elects a leader, replicates commands to every state machine, snapshots and
+//! purges the leader's log so that a fourth node joining as a learner must catch up through
+//! InstallSnapshot, stops the leader and checks that the two surviving voters elect a new one and
+//! keep committing (to the learner too). Smaller tests pin the error mapping: a closed port is
+//! `Unreachable`, a garbage payload is `INVALID_ARGUMENT`. Everything waits on conditions
 //! (openraft's metrics, with deadlines), never on sleeps.
 
 use std::collections::BTreeMap;
@@ -12,17 +15,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use cairn_proto::v1::{self as pb, raft_client::RaftClient};
 use cairn_server::metadata::{
     ApplyOutcome, BrokerId, LogStore, MetadataCommand, RaftNetworkClient, SnapshotBuilder,
     StateMachine, TypeConfig,
 };
 use cairn_server::service::raft::RaftService;
+use openraft::error::RPCError;
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::VoteRequest;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{BasicNode, Config, Entry, LogId, Raft, StorageError, StoredMembership};
+use openraft::{BasicNode, Config, Entry, LogId, Raft, StorageError, StoredMembership, Vote};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
+use tonic::Code;
 use tonic::transport::server::TcpIncoming;
+use tonic_types::StatusExt;
 
 type NodeId = u64;
 
@@ -209,6 +218,42 @@ async fn all_hold(nodes: &[&TestNode], index: u64, want: &[BrokerId]) -> Result<
     Ok(())
 }
 
+/// Snapshots and purges the leader's log up to `last`, then adds node `id` as a learner, which
+/// can only catch up through InstallSnapshot, and checks it did.
+async fn join_from_snapshot(
+    leader: &TestNode,
+    id: NodeId,
+    config: Arc<Config>,
+    last: u64,
+) -> Result<TestNode> {
+    let wait = leader.raft.wait(Some(WAIT));
+    leader.raft.trigger().snapshot().await?;
+    wait.metrics(
+        |m| m.snapshot.is_some_and(|s| s.index >= last),
+        "leader built a snapshot",
+    )
+    .await?;
+    leader.raft.trigger().purge_log(last).await?;
+    wait.metrics(
+        |m| m.purged.is_some_and(|p| p.index >= last),
+        "leader purged its log",
+    )
+    .await?;
+
+    let learner = TestNode::start(id, config).await?;
+    leader
+        .raft
+        .add_learner(id, BasicNode::new(&learner.addr), true)
+        .await?;
+    all_hold(&[&learner], last, &[1, 2, 3]).await?;
+    let installed = learner.raft.metrics().borrow().snapshot;
+    ensure!(
+        installed.is_some_and(|s| s.index >= last),
+        "learner caught up without a snapshot: {installed:?}"
+    );
+    Ok(learner)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_and_survive_the_leader() -> Result<()> {
     let config = config()?;
@@ -232,6 +277,8 @@ async fn three_nodes_replicate_and_survive_the_leader() -> Result<()> {
         last = register(leader, broker).await?;
     }
     all_hold(&nodes.iter().collect::<Vec<_>>(), last, &[1, 2, 3]).await?;
+    let learner = join_from_snapshot(leader, 4, Arc::clone(&config), last).await?;
+    nodes.push(learner);
 
     let position = nodes
         .iter()
@@ -251,4 +298,40 @@ async fn three_nodes_replicate_and_survive_the_leader() -> Result<()> {
         node.stop().await?;
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable() -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    drop(listener);
+    let mut client = RaftNetworkClient::new(1)
+        .new_client(2, &BasicNode::new(&addr))
+        .await;
+    let rpc = VoteRequest::new(Vote::new(1, 1), None);
+    let result = client
+        .vote(rpc, RPCOption::new(Duration::from_secs(5)))
+        .await;
+    ensure!(
+        matches!(result, Err(RPCError::Unreachable(_))),
+        "got {result:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_garbage_payload_is_invalid_argument() -> Result<()> {
+    let node = TestNode::start(1, config()?).await?;
+    let mut client = RaftClient::connect(format!("http://{}", node.addr)).await?;
+    let request = pb::VoteRequest {
+        payload: b"not json".as_slice().into(),
+    };
+    let status = match client.vote(request).await {
+        Ok(reply) => bail!("garbage accepted: {reply:?}"),
+        Err(status) => status,
+    };
+    ensure!(status.code() == Code::InvalidArgument, "got {status:?}");
+    let info = status.get_details_error_info().context("no ErrorInfo")?;
+    ensure!(info.reason == "INVALID_ARGUMENT", "got {info:?}");
+    node.stop().await
 }
