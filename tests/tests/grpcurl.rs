@@ -62,6 +62,8 @@ fn grpcurl_1_8_lists_describes_produces_and_fetches_text() {
     for s in ["cairn.v1.Admin", "cairn.v1.Broker", "grpc.health.v1.Health"] {
         assert!(services.contains(s), "{s} missing from:\n{services}");
     }
+    // Only served services are listed: the internal Raft service is not served yet.
+    assert!(!services.contains("cairn.v1.Raft"), "{services}");
 
     // Comments reach `describe`.
     let described = ok(&broker, &["describe", "cairn.v1.FetchRequest"]);

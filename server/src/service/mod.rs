@@ -46,11 +46,26 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Services this server answers, as reflection lists them. The descriptor sets also describe
+/// services the server does not serve (the internal `cairn.v1.Raft`, until the broker runs Raft),
+/// and listing those would send a grpcurl user to UNIMPLEMENTED. Add a service here when it is
+/// added to the server.
+const SERVED: &[&str] = &[
+    "cairn.v1.Broker",
+    "cairn.v1.Admin",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    SERVED.iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
+        |builder, name| builder.with_service_name(*name),
+    )
 }
 
 /// This broker as the metadata answers describe it.
