@@ -12,6 +12,9 @@
 //!   refuses to open ([`StoreError::CommittedEntriesDamaged`]) rather than truncate it.
 //! - `vote.json`, `committed.json`, `purged.json`: small values replaced atomically.
 //!
+//! Every write (append, vote, committed, truncate, purge) runs on tokio's blocking pool, since
+//! each ends in an fsync that must not stall the async workers carrying heartbeats.
+//!
 //! Purging a prefix first records the new purge point, then rewrites `raft-log` without the
 //! prefix (tmp + fsync + rename), so a crash in between leaves extra entries that the next open
 //! skips, never a hole. Entries stay in memory too: the metadata log is small and is purged after
@@ -135,6 +138,20 @@ impl LogStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the in-memory mirror no worse than the file.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the store's state on tokio's blocking pool. Every write here ends in an
+    /// fsync (milliseconds on a slow disk), which must not stall the async workers that also
+    /// carry Raft heartbeats and elections.
+    async fn blocking<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Inner) -> T + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&mut store.lock()))
+            .await
+            .expect("metadata log I/O does not panic")
     }
 }
 
@@ -343,10 +360,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        write_json(&inner.dir.join(VOTE_FILE), vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        inner.vote = Some(*vote);
-        Ok(())
+        let vote = *vote;
+        self.blocking(move |inner| {
+            write_json(&inner.dir.join(VOTE_FILE), &vote)?;
+            inner.vote = Some(vote);
+            Ok(())
+        })
+        .await
+        .map_err(|e: StoreError| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
@@ -354,11 +375,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        write_json(&inner.dir.join(COMMITTED_FILE), &committed)
-            .map_err(|e| StorageIOError::write(&e))?;
-        inner.committed = committed;
-        Ok(())
+        self.blocking(move |inner| {
+            write_json(&inner.dir.join(COMMITTED_FILE), &committed)?;
+            inner.committed = committed;
+            Ok(())
+        })
+        .await
+        .map_err(|e: StoreError| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
@@ -370,7 +393,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let result = self.lock().append(entries.into_iter().collect());
+        let entries: Vec<_> = entries.into_iter().collect();
+        let result = self.blocking(move |inner| inner.append(entries)).await;
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -384,14 +408,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.lock()
-            .truncate(log_id.index)
+        self.blocking(move |inner| inner.truncate(log_id.index))
+            .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.lock()
-            .purge(log_id)
+        self.blocking(move |inner| inner.purge(log_id))
+            .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
