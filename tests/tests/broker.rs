@@ -237,3 +237,49 @@ async fn sigterm_answers_a_parked_long_poll_before_the_broker_exits() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn create_partitions_grows_a_topic_that_clients_then_use() {
+    let mut broker = TestBroker::start().unwrap();
+    let client = connect(&broker).await;
+    let admin = client.admin();
+    admin.create_topic(NewTopic::new("grow", 2)).await.unwrap();
+    let grown = admin.create_partitions("grow", 4).await.unwrap();
+    assert_eq!(grown.partitions.len(), 4);
+
+    // The new partition takes writes and serves them back.
+    let producer = client.producer(ProducerConfig::default());
+    let ack = producer
+        .send(ProducerRecord::new("grow", "new").partition(3))
+        .await
+        .unwrap();
+    assert_eq!((ack.partition, ack.offset), (3, 0));
+
+    // Shrinking, staying the same and unknown topics are refused and change nothing.
+    for total in [2, 4] {
+        let err = admin.create_partitions("grow", total).await.unwrap_err();
+        assert!(
+            matches!(err, cairn_client::Error::InvalidArgument { .. }),
+            "{err:?}"
+        );
+    }
+    let err = admin.create_partitions("nope", 9).await.unwrap_err();
+    assert!(err.is_unknown_topic_or_partition(), "{err:?}");
+
+    // The new partition count survives a restart.
+    broker.stop().unwrap();
+    broker.restart().unwrap();
+    let client = connect(&broker).await;
+    assert_eq!(
+        client
+            .admin()
+            .describe_topic("grow")
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        4
+    );
+    let records = read_n(&client, "grow", 3..4, 1).await;
+    assert_eq!(records[0].value, Bytes::from_static(b"new"));
+}
