@@ -41,11 +41,16 @@
 //! [`validate`] never allocates on the strength of a length it read: every length is checked
 //! against the bytes actually present before anything is sliced.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
+mod builder;
+mod read;
 mod varint;
 
-use varint::{Cursor, put_varint, varint_len};
+pub use builder::{BatchBuilder, encode};
+pub use read::{Batches, Records, batches, records};
+
+use varint::Cursor;
 
 /// Size of the fixed batch header, in bytes.
 pub const HEADER_LEN: usize = 61;
@@ -58,8 +63,8 @@ pub const NO_PRODUCER_ID: i64 = -1;
 /// `leader_epoch` of a batch that no leader has stamped yet.
 pub const NO_LEADER_EPOCH: i32 = -1;
 
-const CRC_OFFSET: usize = 17;
-const CRC_START: usize = 21;
+pub(crate) const CRC_OFFSET: usize = 17;
+pub(crate) const CRC_START: usize = 21;
 const EPOCH_OFFSET: usize = 12;
 
 /// Why a batch (or a buffer of batches) was refused. Every variant says what was wrong with
@@ -293,7 +298,10 @@ pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
 }
 
 /// Splits one record's bytes off the cursor.
-fn read_record_span<'a>(cursor: &mut Cursor<'a>, index: usize) -> Result<&'a [u8], BatchError> {
+pub(crate) fn read_record_span<'a>(
+    cursor: &mut Cursor<'a>,
+    index: usize,
+) -> Result<&'a [u8], BatchError> {
     let bad = |reason| BatchError::BadRecord { index, reason };
     let len = cursor.varint().ok_or(bad("unreadable length"))?;
     if len < 0 {
@@ -305,7 +313,11 @@ fn read_record_span<'a>(cursor: &mut Cursor<'a>, index: usize) -> Result<&'a [u8
 }
 
 /// Checks one record's inner structure without allocating.
-fn walk_record(record: &[u8], index: usize, last_offset_delta: i64) -> Result<(), BatchError> {
+pub(crate) fn walk_record(
+    record: &[u8],
+    index: usize,
+    last_offset_delta: i64,
+) -> Result<(), BatchError> {
     let bad = |reason| BatchError::BadRecord { index, reason };
     let mut c = Cursor::new(record);
     c.take(1).ok_or(bad("missing attributes"))?;
@@ -353,351 +365,6 @@ fn walk_record(record: &[u8], index: usize, last_offset_delta: i64) -> Result<()
         return Err(bad("bytes remain after the headers"));
     }
     Ok(())
-}
-
-/// Builds one batch from records, for producers. The result has base offset 0 and no leader
-/// epoch; the broker stamps both.
-///
-/// Records are encoded straight into one growing buffer; the header is written last, once the
-/// CRC is known.
-#[derive(Debug)]
-pub struct BatchBuilder {
-    buf: BytesMut,
-    count: i32,
-    first_timestamp: i64,
-    max_timestamp: i64,
-    producer_id: i64,
-    producer_epoch: i16,
-    base_sequence: i32,
-}
-
-impl Default for BatchBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl BatchBuilder {
-    /// An empty batch without a producer id.
-    pub fn new() -> Self {
-        Self::with_capacity(1024)
-    }
-
-    /// An empty batch whose buffer starts with `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(capacity.max(HEADER_LEN));
-        buf.put_bytes(0, HEADER_LEN);
-        Self {
-            buf,
-            count: 0,
-            first_timestamp: 0,
-            max_timestamp: i64::MIN,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: -1,
-            base_sequence: -1,
-        }
-    }
-
-    /// Marks the batch as written by an idempotent producer.
-    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
-        self.producer_id = producer_id;
-        self.producer_epoch = producer_epoch;
-        self.base_sequence = base_sequence;
-        self
-    }
-
-    /// Sets the idempotent producer fields in place.
-    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
-        self.producer_id = producer_id;
-        self.producer_epoch = producer_epoch;
-        self.base_sequence = base_sequence;
-    }
-
-    /// Number of records pushed so far.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    /// Whether no record has been pushed.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Bytes the batch would take if finished now.
-    pub fn size(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Bytes a record would add to the batch, so that a producer can decide to start a new
-    /// batch before pushing.
-    pub fn record_size(&self, record: &Record) -> usize {
-        let body = self.record_body_len(record);
-        varint_len(body as i64) + body
-    }
-
-    fn record_body_len(&self, r: &Record) -> usize {
-        let ts_delta = if self.count == 0 {
-            0
-        } else {
-            r.timestamp.wrapping_sub(self.first_timestamp)
-        };
-        let key_len = r
-            .key
-            .as_ref()
-            .map_or(varint_len(-1), |k| varint_len(k.len() as i64) + k.len());
-        let headers: usize = r
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                varint_len(k.len() as i64) + k.len() + varint_len(v.len() as i64) + v.len()
-            })
-            .sum();
-        1 + varint_len(ts_delta)
-            + varint_len(i64::from(self.count))
-            + key_len
-            + varint_len(r.value.len() as i64)
-            + r.value.len()
-            + varint_len(r.headers.len() as i64)
-            + headers
-    }
-
-    /// Appends a record.
-    pub fn push(&mut self, record: &Record) {
-        if self.count == 0 {
-            self.first_timestamp = record.timestamp;
-        }
-        let body = self.record_body_len(record);
-        self.buf.reserve(varint_len(body as i64) + body);
-        put_varint(&mut self.buf, body as i64);
-        self.buf.put_i8(0);
-        put_varint(
-            &mut self.buf,
-            record.timestamp.wrapping_sub(self.first_timestamp),
-        );
-        put_varint(&mut self.buf, i64::from(self.count));
-        match &record.key {
-            Some(k) => {
-                put_varint(&mut self.buf, k.len() as i64);
-                self.buf.put_slice(k);
-            }
-            None => put_varint(&mut self.buf, -1),
-        }
-        put_varint(&mut self.buf, record.value.len() as i64);
-        self.buf.put_slice(&record.value);
-        put_varint(&mut self.buf, record.headers.len() as i64);
-        for (k, v) in &record.headers {
-            put_varint(&mut self.buf, k.len() as i64);
-            self.buf.put_slice(k.as_bytes());
-            put_varint(&mut self.buf, v.len() as i64);
-            self.buf.put_slice(v);
-        }
-        self.max_timestamp = self.max_timestamp.max(record.timestamp);
-        self.count += 1;
-    }
-
-    /// Writes the header and CRC and returns the encoded batch.
-    ///
-    /// # Panics
-    ///
-    /// If no record was pushed: an empty batch is not a batch.
-    pub fn finish(mut self) -> Bytes {
-        assert!(self.count > 0, "a batch needs at least one record");
-        let total = self.buf.len();
-        let h = &mut self.buf[..HEADER_LEN];
-        h[0..8].copy_from_slice(&0i64.to_be_bytes());
-        h[8..12].copy_from_slice(&((total - LENGTH_PREFIX) as i32).to_be_bytes());
-        h[12..16].copy_from_slice(&NO_LEADER_EPOCH.to_be_bytes());
-        h[16] = MAGIC as u8;
-        h[21..23].copy_from_slice(&0i16.to_be_bytes());
-        h[23..27].copy_from_slice(&(self.count - 1).to_be_bytes());
-        h[27..35].copy_from_slice(&self.first_timestamp.to_be_bytes());
-        h[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
-        h[43..51].copy_from_slice(&self.producer_id.to_be_bytes());
-        h[51..53].copy_from_slice(&self.producer_epoch.to_be_bytes());
-        h[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
-        h[57..61].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32fast::hash(&self.buf[CRC_START..]);
-        self.buf[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
-        self.buf.freeze()
-    }
-}
-
-/// Encodes `records` as one batch. Shorthand for a [`BatchBuilder`].
-///
-/// # Panics
-///
-/// If `records` is empty.
-pub fn encode(records: &[Record]) -> Bytes {
-    let mut b = BatchBuilder::with_capacity(
-        HEADER_LEN + records.iter().map(|r| r.value.len() + 16).sum::<usize>(),
-    );
-    for r in records {
-        b.push(r);
-    }
-    b.finish()
-}
-
-/// Iterates over the records of one batch, yielding each record's absolute offset and the record
-/// itself. Keys, values and header values are slices of `batch`: nothing is copied.
-///
-/// The batch should have passed [`validate`]; if it did not, malformed records come out as one
-/// error (after which the iterator ends), never as a panic.
-pub fn records(batch: &Bytes) -> Records {
-    let header = peek_header(batch).and_then(|h| {
-        if h.total_len() > batch.len() {
-            Err(BatchError::Truncated {
-                needed: h.total_len(),
-                available: batch.len(),
-            })
-        } else {
-            Ok(h)
-        }
-    });
-    match header {
-        Ok(h) => Records {
-            body: batch.slice(HEADER_LEN..h.total_len()),
-            index: 0,
-            header: Some(h),
-            pending: None,
-        },
-        Err(e) => Records {
-            body: Bytes::new(),
-            index: 0,
-            header: None,
-            pending: Some(e),
-        },
-    }
-}
-
-/// Iterator returned by [`records`].
-#[derive(Debug)]
-pub struct Records {
-    /// The records not yet yielded.
-    body: Bytes,
-    /// Index of the next record within the batch.
-    index: usize,
-    /// `None` once the batch is exhausted or broken.
-    header: Option<BatchHeader>,
-    /// An error to report on the next call, then stop.
-    pending: Option<BatchError>,
-}
-
-impl Records {
-    fn decode_next(&mut self, header: BatchHeader) -> Result<(i64, Record), BatchError> {
-        let index = self.index;
-        let bad = |reason| BatchError::BadRecord { index, reason };
-        let mut outer = Cursor::new(&self.body);
-        let span = read_record_span(&mut outer, index)?;
-        let start = self.body.len() - outer.remaining() - span.len();
-        let record = self.body.slice(start..start + span.len());
-        self.body.advance(start + span.len());
-        walk_record(&record, index, i64::from(header.last_offset_delta))?;
-
-        // The walk proved the structure, so the reads below cannot fail.
-        let mut c = Cursor::new(&record);
-        c.take(1).ok_or(bad("missing attributes"))?;
-        let ts_delta = c.varint().ok_or(bad("bad timestamp delta"))?;
-        let offset_delta = c.varint().ok_or(bad("bad offset delta"))?;
-        let key = match c.varint().ok_or(bad("bad key length"))? {
-            -1 => None,
-            n => Some(slice_of(&record, &mut c, n as usize)),
-        };
-        let value_len = c.varint().ok_or(bad("bad value length"))?;
-        let value = slice_of(&record, &mut c, value_len as usize);
-        let header_count = c.varint().ok_or(bad("bad header count"))?;
-        let mut headers = Vec::with_capacity(header_count as usize);
-        for _ in 0..header_count {
-            let key_len = c.varint().ok_or(bad("bad header key length"))? as usize;
-            let key = c.take(key_len).ok_or(bad("header key runs past"))?;
-            let key = std::str::from_utf8(key)
-                .map_err(|_| BatchError::BadHeaderKey { index })?
-                .to_owned();
-            let value_len = c.varint().ok_or(bad("bad header value length"))? as usize;
-            headers.push((key, slice_of(&record, &mut c, value_len)));
-        }
-        Ok((
-            header.base_offset + offset_delta,
-            Record {
-                timestamp: header.first_timestamp.wrapping_add(ts_delta),
-                key,
-                value,
-                headers,
-            },
-        ))
-    }
-}
-
-/// Takes `len` bytes from the cursor over `whole` and returns them as a slice of `whole`.
-fn slice_of(whole: &Bytes, c: &mut Cursor<'_>, len: usize) -> Bytes {
-    let start = c.position();
-    c.take(len).expect("record structure was validated");
-    whole.slice(start..start + len)
-}
-
-impl Iterator for Records {
-    type Item = Result<(i64, Record), BatchError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.pending.take() {
-            return Some(Err(e));
-        }
-        let header = self.header?;
-        if self.index >= header.record_count.max(0) as usize {
-            self.header = None;
-            return None;
-        }
-        let item = self.decode_next(header);
-        self.index += 1;
-        if item.is_err() {
-            self.header = None;
-        }
-        Some(item)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.header.map_or(0, |h| {
-            (h.record_count.max(0) as usize).saturating_sub(self.index)
-        });
-        (0, Some(left + usize::from(self.pending.is_some())))
-    }
-}
-
-/// Iterates over the batches concatenated in `buf` (as a fetch returns them), yielding each
-/// batch as a zero-copy slice. Checks each header and that the batch is whole, not the CRC.
-pub fn batches(buf: &Bytes) -> Batches {
-    Batches {
-        buf: buf.clone(),
-        failed: false,
-    }
-}
-
-/// Iterator returned by [`batches`].
-#[derive(Debug)]
-pub struct Batches {
-    buf: Bytes,
-    failed: bool,
-}
-
-impl Iterator for Batches {
-    type Item = Result<Bytes, BatchError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.buf.is_empty() {
-            return None;
-        }
-        let result = peek_header(&self.buf).and_then(|h| {
-            if h.total_len() > self.buf.len() {
-                Err(BatchError::Truncated {
-                    needed: h.total_len(),
-                    available: self.buf.len(),
-                })
-            } else {
-                Ok(self.buf.split_to(h.total_len()))
-            }
-        });
-        self.failed = result.is_err();
-        Some(result)
-    }
 }
 
 #[cfg(test)]
