@@ -9,6 +9,7 @@
 //! never held across an await. The partition map is read-mostly behind an `RwLock`; data
 //! requests clone an `Arc<Partition>` out of it and release it at once.
 
+mod error;
 mod partition;
 mod registry;
 #[cfg(test)]
@@ -19,81 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use error::NodeError;
 pub use partition::Partition;
 pub use registry::{Registry, TopicRecord, new_id};
 
 use crate::config::BrokerConfig;
-use crate::log::LogError;
-use crate::topic::{InvalidTopicName, TopicConfig, TopicName, default_topic_config};
-
-/// Everything a node operation can refuse or fail with. Each variant says what the caller can do.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The topic name is not allowed; nothing was touched.
-    #[error("invalid topic name {name:?}: {source}")]
-    InvalidTopicName {
-        name: String,
-        #[source]
-        source: InvalidTopicName,
-    },
-    /// No such topic. Create it first.
-    #[error("unknown topic {0:?}")]
-    UnknownTopic(String),
-    /// A topic with this name exists.
-    #[error("topic {0:?} already exists")]
-    TopicExists(String),
-    /// The topic exists but not this partition.
-    #[error("topic {topic:?} has {count} partitions; partition {partition} does not exist")]
-    UnknownPartition {
-        topic: String,
-        partition: u32,
-        count: u32,
-    },
-    /// A request field is out of range.
-    #[error("invalid {field}: {reason}")]
-    InvalidArgument { field: &'static str, reason: String },
-    /// More replicas than brokers.
-    #[error("replication factor {requested} is larger than the {available} available broker(s)")]
-    InvalidReplicationFactor { requested: u32, available: u32 },
-    /// The partition's log refused or failed.
-    #[error("partition {topic}-{partition}: {source}")]
-    Log {
-        topic: String,
-        partition: u32,
-        #[source]
-        source: LogError,
-    },
-    /// The metadata file cannot be trusted; the broker will not guess.
-    #[error("corrupt metadata in {path}: {reason}")]
-    CorruptMetadata { path: PathBuf, reason: String },
-    /// A file-system call on metadata or directories failed.
-    #[error("{context} {path}")]
-    Io {
-        context: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A limit was reached; retry later or ask for less.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// Another process (probably another broker) holds the data directory.
-    #[error(
-        "data directory {0} is in use by another process; stop it or choose another --data-dir"
-    )]
-    DataDirLocked(PathBuf),
-}
-
-impl NodeError {
-    fn io(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeError {
-        let path = path.to_owned();
-        move |source| NodeError::Io {
-            context,
-            path,
-            source,
-        }
-    }
-}
+use crate::topic::{TopicConfig, TopicName, default_topic_config};
 
 /// Parses a topic name from a request.
 ///
