@@ -35,6 +35,159 @@ pub struct BrokerConfig {
     /// How often sealed segments are checked against retention, in ms. Default 300 000 (5 min),
     /// Kafka's `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
+    /// Cluster membership and the metadata Raft group's timing.
+    pub cluster: ClusterConfig,
+}
+
+/// How this broker finds and joins its cluster (DESIGN.md §4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The metadata Raft voters as `id@host:port`, the same list on every broker. A broker whose
+    /// id is listed votes; any other broker joins as a learner (it receives the metadata but does
+    /// not vote) through the voters. Empty (the default): this broker is the only voter, a
+    /// one-broker cluster.
+    pub voters: Vec<String>,
+    /// How often a broker renews its lease with the controller, in ms. Default 2 000 (Kafka's
+    /// `broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
+    /// How long a lease lasts without a heartbeat before the controller fences the broker and
+    /// moves its leaderships, in ms. Default 9 000 (Kafka's `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often the Raft leader sends heartbeats to the other voters, in ms. Default 500.
+    pub raft_heartbeat_interval_ms: u64,
+    /// A voter that hears no leader for a random time between these two bounds starts an
+    /// election, in ms. Defaults 3 000 and 6 000: wide, so that a busy 2-core machine does not
+    /// hold spurious elections (Kafka's `controller.quorum.election.timeout.ms` is 1 000, on
+    /// dedicated controllers).
+    pub raft_election_timeout_min_ms: u64,
+    /// Upper bound of the election timeout, in ms. Default 6 000.
+    pub raft_election_timeout_max_ms: u64,
+    /// How often the controller moves partition leadership back to preferred replicas that are
+    /// alive and in sync, in ms. Default 30 000 (Kafka's
+    /// `leader.imbalance.check.interval.seconds` is 300).
+    pub leader_balance_interval_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            voters: Vec::new(),
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
+            raft_heartbeat_interval_ms: 500,
+            raft_election_timeout_min_ms: 3_000,
+            raft_election_timeout_max_ms: 6_000,
+            leader_balance_interval_ms: 30_000,
+        }
+    }
+}
+
+/// One metadata voter: a broker id and the address peers reach it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    /// Broker id.
+    pub id: u32,
+    /// `host:port`.
+    pub addr: String,
+}
+
+impl std::str::FromStr for Voter {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            ConfigError::Invalid(format!(
+                "voter {s:?}: {why}; expected id@host:port, e.g. 1@127.0.0.1:9092"
+            ))
+        };
+        let (id, addr) = s.split_once('@').ok_or_else(|| bad("no '@'"))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("the id is not a number"))?;
+        if id == 0 {
+            return Err(bad("broker ids start at 1"));
+        }
+        let addr = addr.trim();
+        let port = addr
+            .rsplit_once(':')
+            .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+            .ok_or_else(|| bad("the address has no host:port"))?;
+        port.parse::<u16>()
+            .map_err(|_| bad("the port is not a number"))?;
+        Ok(Self {
+            id,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+impl ClusterConfig {
+    /// The parsed voters list (empty for a one-broker cluster).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for an entry that does not parse or an id listed twice.
+    pub fn parsed_voters(&self) -> Result<Vec<Voter>, ConfigError> {
+        let mut voters: Vec<Voter> = Vec::with_capacity(self.voters.len());
+        for v in &self.voters {
+            let voter: Voter = v.parse()?;
+            if voters.iter().any(|o| o.id == voter.id) {
+                return Err(ConfigError::Invalid(format!(
+                    "voter id {} is listed twice",
+                    voter.id
+                )));
+            }
+            voters.push(voter);
+        }
+        Ok(voters)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.parsed_voters()?;
+        let positive = [
+            (
+                "broker_heartbeat_interval_ms",
+                self.broker_heartbeat_interval_ms,
+            ),
+            ("broker_session_timeout_ms", self.broker_session_timeout_ms),
+            (
+                "raft_heartbeat_interval_ms",
+                self.raft_heartbeat_interval_ms,
+            ),
+            (
+                "leader_balance_interval_ms",
+                self.leader_balance_interval_ms,
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.{name} must be positive"
+                )));
+            }
+        }
+        if self.broker_session_timeout_ms < 2 * self.broker_heartbeat_interval_ms {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.broker_session_timeout_ms ({}) must be at least twice \
+                 cluster.broker_heartbeat_interval_ms ({})",
+                self.broker_session_timeout_ms, self.broker_heartbeat_interval_ms
+            )));
+        }
+        if self.raft_election_timeout_min_ms <= 2 * self.raft_heartbeat_interval_ms
+            || self.raft_election_timeout_max_ms <= self.raft_election_timeout_min_ms
+        {
+            return Err(ConfigError::Invalid(format!(
+                "cluster: need raft_heartbeat_interval_ms ({}) * 2 < raft_election_timeout_min_ms \
+                 ({}) < raft_election_timeout_max_ms ({})",
+                self.raft_heartbeat_interval_ms,
+                self.raft_election_timeout_min_ms,
+                self.raft_election_timeout_max_ms
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +200,7 @@ impl Default for BrokerConfig {
             topic_defaults: default_topic_config(),
             limits: Limits::default(),
             retention_check_interval_ms: 300_000,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -147,7 +301,12 @@ impl BrokerConfig {
                 "retention_check_interval_ms must be positive".into(),
             ));
         }
-        Ok(())
+        if self.node_id == 0 {
+            return Err(ConfigError::Invalid(
+                "node_id: broker ids start at 1".into(),
+            ));
+        }
+        self.cluster.validate()
     }
 }
 
@@ -166,6 +325,38 @@ mod tests {
         assert_eq!(c.topic_defaults.segment_bytes, None);
         assert_eq!(c.limits.max_records_per_request, 5);
         assert_eq!(c.limits.max_fetch_bytes, Limits::default().max_fetch_bytes);
+    }
+
+    #[test]
+    fn voters_parse_and_bad_ones_say_why() {
+        let v: Voter = "2@127.0.0.1:9093".parse().unwrap();
+        assert_eq!((v.id, v.addr.as_str()), (2, "127.0.0.1:9093"));
+        for bad in ["2", "x@h:1", "0@h:1", "2@h", "2@:1", "2@h:port"] {
+            let e = bad.parse::<Voter>().unwrap_err().to_string();
+            assert!(e.contains("id@host:port"), "{bad}: {e}");
+        }
+        let twice = ClusterConfig {
+            voters: vec!["1@a:1".into(), "1@b:2".into()],
+            ..ClusterConfig::default()
+        };
+        assert!(
+            twice
+                .parsed_voters()
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+    }
+
+    #[test]
+    fn cluster_timing_is_checked() {
+        let mut c = BrokerConfig::default();
+        c.validate().unwrap();
+        c.cluster.broker_session_timeout_ms = c.cluster.broker_heartbeat_interval_ms;
+        assert!(c.validate().is_err());
+        let mut c = BrokerConfig::default();
+        c.cluster.raft_election_timeout_max_ms = c.cluster.raft_election_timeout_min_ms;
+        assert!(c.validate().is_err());
     }
 
     #[test]

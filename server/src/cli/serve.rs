@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Address clients should use to reach this broker, if not the listen address.
     #[arg(long)]
     advertised_address: Option<String>,
+    /// The metadata Raft voters, the same list on every broker: `1@host:port,2@host:port,...`.
+    /// A broker whose id is listed votes; others join as learners. Unset: this broker alone.
+    #[arg(long, env = "CAIRN_VOTERS", value_delimiter = ',')]
+    voters: Vec<String>,
 }
 
 impl ServeArgs {
@@ -47,6 +51,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.advertised_address {
             config.advertised_address = Some(a);
+        }
+        if !self.voters.is_empty() {
+            config.cluster.voters = self.voters;
         }
         config.validate()?;
         Ok(config)

@@ -112,6 +112,7 @@ impl Admin for AdminService {
             controller_id: self.node.config().node_id,
             brokers: vec![super::self_broker_info(&self.node)],
             raft_term: 0,
+            ..Default::default()
         }))
     }
 }
