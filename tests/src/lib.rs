@@ -1,17 +1,35 @@
-//! Test harness: real `cairn` broker processes on port 0, each with its own temporary data
-//! directory, killed and cleaned up on drop.
+//! Test harness: real `cairn` broker processes, each with its own temporary data directory,
+//! killed and cleaned up on drop.
 //!
 //! Tests drive brokers through the public client crate (or grpcurl, or the CLI) exactly as a
 //! user would. Nothing here sleeps to hope: every wait polls a condition with a deadline.
+//!
+//! # Layout
+//!
+//! - [`TestBroker`]: one broker process (port 0, or a port the caller reserved).
+//! - [`cluster`]: [`TestCluster`], N brokers forming one metadata cluster, with kill, stop,
+//!   restart, pause and the waits a failover test needs.
+//! - [`run_cli`]: the `cairn` command line, with a deadline.
 
-use std::io::{BufRead, BufReader};
+pub mod cluster;
+
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub use cluster::TestCluster;
+
+/// How long a starting broker may take to announce its address.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a restart keeps retrying while the old port is still taken.
+const REBIND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Path of the `cairn` binary, built once per test process in the same profile as the tests.
 pub fn cairn_bin() -> &'static Path {
@@ -41,13 +59,22 @@ pub fn cairn_bin() -> &'static Path {
     })
 }
 
-/// A broker process. Dropping it kills the process and removes its data directory (unless the
-/// directory was handed in by the caller).
+/// A broker process. Dropping it kills the process and removes its data directory.
 pub struct TestBroker {
+    /// The running process; `None` once killed or stopped.
     child: Option<Child>,
+    /// Receives the address the process announces on stdout; `Some` between a launch and the
+    /// wait for its announcement, so that several brokers can start at once (a cluster broker
+    /// may wait for its peers before it announces).
+    announced: Option<Receiver<String>>,
+    /// Where the broker listens: the announced address once started, so a restart reuses the
+    /// port.
     addr: SocketAddr,
+    /// Set by [`TestBroker::pause`] (SIGSTOP), cleared by [`TestBroker::resume`].
+    paused: bool,
     data_dir: PathBuf,
-    _owned_dir: Option<tempfile::TempDir>,
+    _owned_dir: tempfile::TempDir,
+    /// `cairn serve` arguments besides `--data-dir` and `--listen`, reused on restart.
     extra_args: Vec<String>,
 }
 
@@ -67,17 +94,81 @@ impl TestBroker {
     ///
     /// As [`TestBroker::start`].
     pub fn start_with(extra_args: &[&str]) -> Result<Self> {
+        let extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        let mut broker = Self::launch(([127, 0, 0, 1], 0).into(), extra_args)?;
+        broker.wait_started()?;
+        Ok(broker)
+    }
+
+    /// Launches a broker listening on `listen` with a fresh data directory, without waiting for
+    /// it to announce its address: call [`TestBroker::wait_started`] next.
+    ///
+    /// # Errors
+    ///
+    /// If the data directory cannot be made or the process cannot be spawned.
+    pub fn launch(listen: SocketAddr, extra_args: Vec<String>) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("cairn-test-").tempdir()?;
-        let data_dir = dir.path().to_owned();
-        let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
-        let (child, addr) = spawn(&data_dir, "127.0.0.1:0", &extra_args)?;
-        Ok(Self {
-            child: Some(child),
-            addr,
-            data_dir,
-            _owned_dir: Some(dir),
+        let mut broker = Self {
+            child: None,
+            announced: None,
+            addr: listen,
+            paused: false,
+            data_dir: dir.path().to_owned(),
+            _owned_dir: dir,
             extra_args,
-        })
+        };
+        broker.relaunch()?;
+        Ok(broker)
+    }
+
+    /// Waits until a launched broker announces its address. A process that exits first (its
+    /// port still held by the process it replaces, say) is launched again until 30 s have
+    /// passed; only a fixed port (a restart, a cluster) can need that.
+    ///
+    /// # Errors
+    ///
+    /// If the broker has not announced its address within 60 s, or kept exiting for 30 s.
+    pub fn wait_started(&mut self) -> Result<()> {
+        let retry_until = Instant::now() + REBIND_TIMEOUT;
+        loop {
+            let Some(announced) = self.announced.take() else {
+                return Ok(());
+            };
+            let outcome = announced.recv_timeout(ANNOUNCE_TIMEOUT);
+            match outcome {
+                Ok(addr) => {
+                    self.addr = addr.parse().context("parsing the announced address")?;
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Disconnected)
+                    if self.addr.port() != 0 && Instant::now() < retry_until =>
+                {
+                    // The process exited before announcing: most likely its port is still
+                    // held. Reap it and try again.
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(100));
+                    self.relaunch()?;
+                }
+                Err(e) => {
+                    let mut child = self.child.take().expect("a launched broker has a child");
+                    let _ = child.kill();
+                    let status = child.wait()?;
+                    bail!(
+                        "cairn serve on {} did not announce its address ({e}; exit: {status})",
+                        self.addr
+                    )
+                }
+            }
+        }
+    }
+
+    /// Spawns the process again on the same data directory, port and arguments.
+    pub(crate) fn relaunch(&mut self) -> Result<()> {
+        let (child, announced) = launch(&self.data_dir, self.addr, &self.extra_args)?;
+        self.child = Some(child);
+        self.announced = Some(announced);
+        self.paused = false;
+        Ok(())
     }
 
     /// The broker's address, `host:port`.
@@ -95,56 +186,103 @@ impl TestBroker {
         &self.data_dir
     }
 
-    /// Stops the broker with SIGTERM and waits for it to exit (graceful shutdown).
+    /// Whether the process is running (started and neither killed nor stopped; it may be
+    /// paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether the process is paused by [`TestBroker::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Stops the broker with SIGTERM and waits for it to exit (graceful shutdown). A paused
+    /// broker is resumed first, or it could not act on the signal.
     ///
     /// # Errors
     ///
     /// If it does not exit within 30 s or exits unsuccessfully.
     pub fn stop(&mut self) -> Result<()> {
+        self.resume()?;
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let pid = child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
+        self.announced = None;
+        signal(&child, "TERM")?;
         let status = wait_exit(&mut child, Duration::from_secs(30))?;
         if !status.success() {
-            bail!("broker exited with {status}");
+            bail!("broker on {} exited with {status}", self.addr);
         }
         Ok(())
     }
 
-    /// Kills the broker with SIGKILL (a crash).
+    /// Kills the broker with SIGKILL (a crash). Does nothing if it is not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.announced = None;
+        self.paused = false;
     }
 
-    /// Starts the broker again on the same data directory and the same port.
+    /// Freezes the process with SIGSTOP: it holds its port and connections but answers nothing,
+    /// like a broker stuck in a long GC pause or a partitioned host.
+    ///
+    /// # Errors
+    ///
+    /// If the broker is not running or the signal cannot be sent.
+    pub fn pause(&mut self) -> Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .context("pausing a broker that is not running")?;
+        signal(child, "STOP")?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused process run again with SIGCONT. Does nothing if it is not paused.
+    ///
+    /// # Errors
+    ///
+    /// If the signal cannot be sent.
+    pub fn resume(&mut self) -> Result<()> {
+        if let (true, Some(child)) = (self.paused, &self.child) {
+            signal(child, "CONT")?;
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Starts the broker again on the same data directory and the same port (killing it first
+    /// if it still runs).
     ///
     /// # Errors
     ///
     /// As [`TestBroker::start`].
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        let listen = self.addr.to_string();
-        // The old port may linger briefly; retry the bind for a while.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match spawn(&self.data_dir, &listen, &self.extra_args) {
-                Ok((child, addr)) => {
-                    self.child = Some(child);
-                    self.addr = addr;
-                    return Ok(());
-                }
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
+        self.relaunch()?;
+        self.wait_started()
+    }
+
+    /// Runs `cairn serve` once on this broker's data directory and port, with `extra_args`
+    /// instead of the broker's own, and returns its output once it exits: for a start that must
+    /// be refused. The broker must not be running (it holds the data directory's lock).
+    ///
+    /// # Errors
+    ///
+    /// If the broker is running, or the process is still running after `timeout` (it is then
+    /// killed).
+    pub fn serve_until_exit(&self, extra_args: &[String], timeout: Duration) -> Result<Output> {
+        if self.is_running() {
+            bail!("serve_until_exit on a running broker");
         }
+        let mut command = serve_command(&self.data_dir, self.addr, extra_args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        output_within(command, "", timeout)
     }
 }
 
@@ -154,25 +292,39 @@ impl Drop for TestBroker {
     }
 }
 
-fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> Result<(Child, SocketAddr)> {
-    let mut child = Command::new(cairn_bin())
+/// `cairn serve` on `data_dir` and `listen`, logging at `CAIRN_LOG` (default `warn`) to the
+/// test's stderr.
+fn serve_command(data_dir: &Path, listen: SocketAddr, extra: &[String]) -> Command {
+    let mut command = Command::new(cairn_bin());
+    command
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
-        .arg(listen)
+        .arg(listen.to_string())
         .args(extra)
         .env(
             "CAIRN_LOG",
             std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// Spawns `cairn serve`; the receiver yields the address it announces, or disconnects if the
+/// process exits first.
+fn launch(
+    data_dir: &Path,
+    listen: SocketAddr,
+    extra: &[String],
+) -> Result<(Child, Receiver<String>)> {
+    let mut child = serve_command(data_dir, listen, extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .context("spawning cairn serve")?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref() {
@@ -190,17 +342,19 @@ fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> Result<(Child, Sock
         // Keep draining so the broker never blocks on a full pipe.
         for _ in lines {}
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => Ok((
-            child,
-            addr.parse().context("parsing the announced address")?,
-        )),
-        Err(_) => {
-            let _ = child.kill();
-            let status = child.wait()?;
-            bail!("cairn serve did not announce its address (exit: {status})")
-        }
+    Ok((child, rx))
+}
+
+/// Sends `kill -<sig>` to the process.
+fn signal(child: &Child, sig: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), child.id().to_string()])
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{sig} {} failed: {status}", child.id());
     }
+    Ok(())
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
@@ -215,6 +369,50 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Result<std::process::ExitS
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `command` (stdout and stderr set up by the caller) with `stdin` piped in and returns
+/// its output; kills it if it has not exited within `timeout`.
+fn output_within(mut command: Command, stdin: &str, timeout: Duration) -> Result<Output> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("spawning cairn")?;
+    let pid = child.id();
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.to_owned();
+    std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => output.context("waiting for cairn"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            bail!("{command:?} did not exit within {timeout:?}")
+        }
+    }
+}
+
+/// Runs the `cairn` command line (`args`, e.g. `["topic", "describe", "t"]`) against
+/// `brokers` (comma-separated `host:port`, as `CAIRN_BROKERS`) with `stdin` piped in.
+///
+/// # Errors
+///
+/// If it cannot be spawned or has not exited within `timeout` (it is then killed).
+pub fn run_cli(brokers: &str, args: &[&str], stdin: &str, timeout: Duration) -> Result<Output> {
+    let mut command = Command::new(cairn_bin());
+    command
+        .args(args)
+        .env("CAIRN_BROKERS", brokers)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    output_within(command, stdin, timeout)
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.

@@ -5,12 +5,10 @@
 //! Every command runs as a process against a `TestBroker`; waits are on process exit, with a
 //! deadline that kills a hung command.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::Duration;
 
-use cairn_tests::{TestBroker, cairn_bin};
+use cairn_tests::{TestBroker, run_cli};
 use serde_json::Value;
 
 /// How long any one command may take before the test calls it hung.
@@ -18,33 +16,8 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs `cairn args...` against `broker` with `stdin` piped in, and returns its output.
 fn run(broker: &TestBroker, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(cairn_bin())
-        .args(args)
-        .env("CAIRN_BROKERS", broker.addr().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning cairn");
-    let pid = child.id();
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let stdin = stdin.to_owned();
-    std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("waiting for cairn"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("cairn {args:?} did not exit within {DEADLINE:?}");
-        }
-    }
+    run_cli(&broker.addr().to_string(), args, stdin, DEADLINE)
+        .unwrap_or_else(|e| panic!("cairn {args:?}: {e:#}"))
 }
 
 fn text(bytes: &[u8]) -> String {
