@@ -283,3 +283,75 @@ async fn create_partitions_grows_a_topic_that_clients_then_use() {
     let records = read_n(&client, "grow", 3..4, 1).await;
     assert_eq!(records[0].value, Bytes::from_static(b"new"));
 }
+
+/// A data directory written by a single-broker Cairn from before cluster metadata (topics in
+/// `topics.json`, no `metadata/`) opens: its topics move into the cluster metadata with their ids
+/// and the cluster keeps its id, the records are all there, and the old file is retired.
+#[tokio::test]
+async fn a_data_dir_from_before_cluster_metadata_is_migrated() {
+    let mut broker = TestBroker::start().unwrap();
+    let client = connect(&broker).await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("legacy", 2))
+        .await
+        .unwrap();
+    produce_values(&client, "legacy", 0..50).await;
+    let topic_id = client
+        .admin()
+        .describe_topic("legacy")
+        .await
+        .unwrap()
+        .topic_id;
+    broker.stop().unwrap();
+
+    // Turn the directory into what the old broker left: topics.json, partition directories
+    // without their identity file, and no metadata store.
+    let dir = broker.data_dir().to_owned();
+    std::fs::remove_dir_all(dir.join("metadata")).unwrap();
+    for p in 0..2 {
+        std::fs::remove_file(dir.join(format!("legacy-{p}/partition.json"))).unwrap();
+    }
+    let registry = serde_json::json!({
+        "version": 1,
+        "cluster_id": "0123456789abcdef0123456789abcdef",
+        "topics": {
+            "legacy": {
+                "topic_id": topic_id,
+                "partitions": 2,
+                "replication_factor": 1,
+                "config": {}
+            }
+        }
+    });
+    std::fs::write(dir.join("topics.json"), registry.to_string()).unwrap();
+    std::fs::create_dir(dir.join("ghost-0")).unwrap();
+
+    broker.restart().unwrap();
+    let client = connect(&broker).await;
+    let cluster = cairn_tests::wait_for("the migrated topic", Duration::from_secs(20), || async {
+        let cluster = client.admin().describe_cluster().await.ok()?;
+        let topic = client.admin().describe_topic("legacy").await.ok()?;
+        Some((cluster, topic))
+    })
+    .await
+    .unwrap();
+    assert_eq!(cluster.0.cluster_id, "0123456789abcdef0123456789abcdef");
+    assert_eq!(cluster.1.topic_id, topic_id);
+    assert_eq!(cluster.1.partitions.len(), 2);
+    let records = read_n(&client, "legacy", 0..1, 50).await;
+    assert_eq!(records.len(), 50);
+    assert_eq!(&records[49].value[..], value(49).as_bytes());
+    cairn_tests::wait_for(
+        "topics.json retired and strays removed",
+        Duration::from_secs(20),
+        || async {
+            (!dir.join("topics.json").exists()
+                && dir.join("topics.json.migrated").exists()
+                && !dir.join("ghost-0").exists())
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use std::sync::Arc;
+
 use crate::config::BrokerConfig;
-use crate::node::Node;
+use crate::metadata::{Controller, LegacyTopic, Quorum};
+use crate::node::{self, Node, Registry};
 use crate::service;
 
 /// Flags of `cairn serve`; each overrides the config file.
@@ -63,7 +66,8 @@ impl ServeArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // openraft narrates every election and membership step at info.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -91,17 +95,103 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut config = config;
         config.listen = addr;
         let data_dir = config.data_dir.clone();
-        let node = tokio::task::spawn_blocking(move || Node::open(config))
-            .await
-            .context("opening the data directory")?
-            .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-        // Tests and scripts read this line to learn the port.
-        println!("cairn listening on {addr} (data in {})", data_dir.display());
-        tracing::info!(%addr, data_dir = %data_dir.display(), "broker started");
-        service::serve(listener, node, shutdown_signal())
+        let dir = data_dir.clone();
+        let (lock, legacy) = tokio::task::spawn_blocking(move || {
+            let lock = node::lock_data_dir(&dir)?;
+            Ok::<_, node::NodeError>((lock, Registry::load_legacy(&dir)?))
+        })
+        .await
+        .context("opening the data directory")?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+        let voters = config.cluster.parsed_voters()?;
+        if legacy.is_some() && voters.iter().any(|v| v.id != config.node_id) {
+            anyhow::bail!(
+                "data directory {} holds topics from a single-broker Cairn (topics.json); start \
+                 it once without --voters to move them into the cluster metadata, then join it \
+                 to a cluster with an empty data directory",
+                data_dir.display()
+            );
+        }
+        let advertised = config
+            .advertised_address
+            .clone()
+            .unwrap_or_else(|| addr.to_string());
+        let quorum = Arc::new(
+            Quorum::start(config.node_id, &advertised, &data_dir, &config.cluster)
+                .await
+                .context("starting the metadata quorum")?,
+        );
+        let cluster_id = legacy
+            .as_ref()
+            .map_or_else(node::new_id, |r| r.cluster_id.clone());
+        let controller = Arc::new(Controller::new(
+            Arc::clone(&quorum),
+            &config.cluster,
+            config.limits.max_partitions_per_topic,
+            cluster_id,
+        ));
+        let node = Node::new(config, lock, quorum.subscribe());
+        if let Some(registry) = legacy {
+            tokio::spawn(migrate(Arc::clone(&controller), registry));
+        }
+        tracing::info!(%addr, data_dir = %data_dir.display(), "broker started; joining the cluster");
+        // Tests and scripts read this line to learn the port and that the broker is ready: it
+        // is printed once the broker is registered and unfenced (for a cluster broker, once a
+        // quorum of voters is up).
+        let alive = quorum.alive(node.id());
+        let shown = data_dir.display().to_string();
+        tokio::spawn(async move {
+            if alive.await {
+                println!("cairn listening on {addr} (data in {shown})");
+                tracing::info!(%addr, "broker ready");
+            }
+        });
+        service::serve(listener, node, controller, shutdown_signal())
             .await
             .context("serving")
     })
+}
+
+/// Moves the topics of a single-broker data directory into the cluster metadata once this
+/// broker (its one voter) is the controller and registered, then retires the old file.
+async fn migrate(controller: Arc<Controller>, registry: Registry) {
+    let topics: Vec<LegacyTopic> = registry
+        .topics
+        .iter()
+        .map(|(name, r)| LegacyTopic {
+            name: name.clone(),
+            topic_id: r.topic_id.clone(),
+            partitions: r.partitions,
+            config: r.config.clone(),
+        })
+        .collect();
+    let quorum = Arc::clone(controller.quorum());
+    let me = quorum.id();
+    let mut metadata = quorum.subscribe();
+    loop {
+        let ready = {
+            let view = metadata.borrow_and_update();
+            !view.state.cluster_id().is_empty() && view.state.brokers().contains_key(&me)
+        };
+        if ready && quorum.is_controller() {
+            match controller.migrate(&topics).await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "migrating topics.json failed; retrying"),
+            }
+        }
+        tokio::select! {
+            r = metadata.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+    match tokio::task::spawn_blocking(move || registry.retire()).await {
+        Ok(Ok(())) => tracing::info!(
+            topics = topics.len(),
+            "migrated topics.json into the cluster metadata"
+        ),
+        Ok(Err(e)) => tracing::error!(error = %e, "could not retire topics.json"),
+        Err(e) => tracing::error!(error = %e, "retiring topics.json panicked"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -22,9 +22,12 @@
 //!   `cairn.v1.Raft` gRPC service.
 
 mod assign;
+pub mod controller;
 mod fs;
+pub mod lease;
 mod log_store;
 pub mod network;
+mod quorum;
 mod state;
 mod state_machine;
 
@@ -32,14 +35,16 @@ mod state_machine;
 mod conformance;
 
 pub use assign::{AssignError, assign_replicas};
+pub use controller::{Committed, Controller, ControllerError, LegacyTopic};
 pub use fs::StoreError;
 pub use log_store::LogStore;
 pub use network::{PeerClient, RaftNetworkClient};
+pub use quorum::{METADATA_DIR, Quorum, QuorumError};
 pub use state::{
     ApplyError, BrokerId, BrokerRecord, ClusterState, MetadataCommand, MetadataResponse,
     PartitionRecord, TopicRecord,
 };
-pub use state_machine::{SnapshotBuilder, StateMachine};
+pub use state_machine::{MetadataView, SnapshotBuilder, StateMachine};
 
 /// What applying one Raft entry produced: the command's response, or why it was refused. A
 /// refusal is still an applied entry (every replica refuses it alike).

@@ -60,6 +60,9 @@ pub struct TopicRecord {
 /// The whole replicated metadata: what every broker learns from the Raft log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
+    /// The cluster's id, set once by the first controller (empty until then).
+    #[serde(default)]
+    cluster_id: String,
     /// Registered brokers by id (ordered, so snapshots serialise deterministically).
     brokers: BTreeMap<BrokerId, BrokerRecord>,
     /// Topics by their validated name.
@@ -71,6 +74,9 @@ pub struct ClusterState {
 /// A change to the cluster metadata, proposed by the controller through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
+    /// Names the cluster, once: the first controller proposes it (carrying over the id of a
+    /// migrated single-broker data directory, if any).
+    InitCluster { cluster_id: String },
     /// A broker announces itself (first start or restart). It starts fenced, as in KRaft: the
     /// controller unfences it once it heartbeats. A restarted broker lost its in-memory state,
     /// so, as when fenced, its leaderships move and it leaves the ISRs.
@@ -124,6 +130,11 @@ pub enum MetadataResponse {
 }
 
 impl ClusterState {
+    /// The cluster's id; empty until the first controller set it.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
     /// Registered brokers by id.
     pub fn brokers(&self) -> &BTreeMap<BrokerId, BrokerRecord> {
         &self.brokers
@@ -152,6 +163,7 @@ impl ClusterState {
     /// [`ApplyError`] saying why the command was refused; the state is then unchanged.
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<MetadataResponse, ApplyError> {
         match cmd {
+            MetadataCommand::InitCluster { cluster_id } => self.init_cluster(cluster_id),
             MetadataCommand::RegisterBroker { id, addr } => self.register_broker(*id, addr),
             MetadataCommand::FenceBroker { id } => self.fence_broker(*id),
             MetadataCommand::UnfenceBroker { id } => self.unfence_broker(*id),
@@ -189,6 +201,17 @@ impl ClusterState {
         Ok(MetadataResponse::Applied {
             version: self.bump(),
         })
+    }
+
+    fn init_cluster(&mut self, cluster_id: &str) -> Result<MetadataResponse, ApplyError> {
+        if cluster_id.is_empty() {
+            return Err(ApplyError::EmptyClusterId);
+        }
+        if !self.cluster_id.is_empty() {
+            return Err(ApplyError::ClusterIdSet(self.cluster_id.clone()));
+        }
+        cluster_id.clone_into(&mut self.cluster_id);
+        self.applied()
     }
 
     fn register_broker(

@@ -21,6 +21,7 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::fs::{StoreError, io_err, read_json, write_json};
 use super::state::{ClusterState, MetadataResponse};
@@ -94,14 +95,28 @@ fn encode(path: &Path, state: &ClusterState) -> Result<Vec<u8>, StoreError> {
     })
 }
 
+/// The metadata as of one applied Raft entry: what the rest of the broker reads. Cheap to clone
+/// (the state is shared).
+#[derive(Debug, Clone, Default)]
+pub struct MetadataView {
+    /// The state after the entry.
+    pub state: Arc<ClusterState>,
+    /// Raft log index of the entry (0 before any).
+    pub applied_index: u64,
+}
+
 /// The metadata state machine of one node, with its snapshots under a directory.
 #[derive(Debug)]
 pub struct StateMachine {
     dir: PathBuf,
-    state: ClusterState,
+    /// Copy-on-write: readers hold the published `Arc`, so applying clones the state at most
+    /// once per batch of entries.
+    state: Arc<ClusterState>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     snapshot: SnapshotSlot,
+    /// Publishes the state after every applied batch and installed snapshot.
+    published: watch::Sender<MetadataView>,
 }
 
 impl StateMachine {
@@ -117,24 +132,38 @@ impl StateMachine {
         let path = dir.join(SNAPSHOT_FILE);
         let mut sm = Self {
             dir,
-            state: ClusterState::default(),
+            state: Arc::default(),
             last_applied: None,
             membership: StoredMembership::default(),
             snapshot: SnapshotSlot::default(),
+            published: watch::Sender::new(MetadataView::default()),
         };
         if let Some(p) = read_json::<PersistedSnapshot>(&path)? {
             let data = encode(&path, &p.state)?;
             sm.last_applied = p.meta.last_log_id;
             sm.membership = p.meta.last_membership.clone();
-            sm.state = p.state;
+            sm.state = Arc::new(p.state);
             *sm.snapshot.lock() = Some(CurrentSnapshot { meta: p.meta, data });
         }
+        sm.publish();
         Ok(sm)
     }
 
     /// The metadata as of the last applied entry.
     pub fn state(&self) -> &ClusterState {
         &self.state
+    }
+
+    /// Follows the metadata: the receiver sees the state after every applied batch of entries.
+    pub fn subscribe(&self) -> watch::Receiver<MetadataView> {
+        self.published.subscribe()
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(MetadataView {
+            state: Arc::clone(&self.state),
+            applied_index: self.last_applied.map_or(0, |l| l.index),
+        });
     }
 }
 
@@ -192,7 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Ok(MetadataResponse::Nothing),
-                EntryPayload::Normal(cmd) => self.state.apply(&cmd),
+                EntryPayload::Normal(cmd) => Arc::make_mut(&mut self.state).apply(&cmd),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     Ok(MetadataResponse::Nothing)
@@ -200,13 +229,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             out.push(outcome);
         }
+        self.publish();
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             dir: self.dir.clone(),
-            state: self.state.clone(),
+            state: ClusterState::clone(&self.state),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             slot: self.snapshot.clone(),
@@ -228,9 +258,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshot
             .store(&self.dir, meta.clone(), &state)
             .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
-        self.state = state;
+        self.state = Arc::new(state);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.publish();
         Ok(())
     }
 

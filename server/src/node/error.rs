@@ -29,6 +29,19 @@ pub enum NodeError {
         partition: u32,
         count: u32,
     },
+    /// This broker does not lead the partition; send the request to `leader`.
+    #[error("broker does not lead {topic}-{partition}; {}", match leader {
+        Some((id, Some(addr))) => format!("broker {id} at {addr} does"),
+        Some((id, None)) => format!("broker {id} does"),
+        None => "it has no leader right now (no live in-sync replica, or this broker is still \
+                 opening it); retry shortly".to_owned(),
+    })]
+    NotLeader {
+        topic: String,
+        partition: u32,
+        /// The leader's id and address, if there is one.
+        leader: Option<(u32, Option<String>)>,
+    },
     /// A request field is out of range.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },

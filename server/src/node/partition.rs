@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,13 +25,17 @@ pub struct Partition {
     pub topic: TopicName,
     /// Its index in the topic.
     pub index: u32,
+    /// The id of the topic it belongs to (a re-created topic of the same name has another).
+    pub topic_id: String,
     /// Its directory, `<data-dir>/<topic>-<index>`.
     pub dir: PathBuf,
     /// The resolved topic config the log was opened with.
     pub config: TopicConfig,
     log: Arc<Log>,
-    /// Epoch of the current leader (this broker); stamped on every appended batch.
-    leader_epoch: i32,
+    /// Whether this broker leads the partition, as the metadata last said.
+    leader: AtomicBool,
+    /// The partition's leader epoch from the metadata; stamped on every appended batch.
+    leader_epoch: AtomicI32,
     /// The high watermark: the offset the next record will get. Readers only see below it.
     /// With one replica it is the log end offset.
     high_watermark: watch::Sender<i64>,
@@ -45,9 +50,9 @@ impl Partition {
     pub fn open(
         topic: TopicName,
         index: u32,
+        topic_id: String,
         dir: PathBuf,
         config: TopicConfig,
-        leader_epoch: i32,
     ) -> Result<Self, NodeError> {
         let log = Log::open(&dir, config.log_config()).map_err(|source| NodeError::Log {
             topic: topic.to_string(),
@@ -58,10 +63,12 @@ impl Partition {
         Ok(Self {
             topic,
             index,
+            topic_id,
             dir,
             config,
             log: Arc::new(log),
-            leader_epoch,
+            leader: AtomicBool::new(false),
+            leader_epoch: AtomicI32::new(0),
             high_watermark,
         })
     }
@@ -89,7 +96,7 @@ impl Partition {
         // segment, and the roll fsyncs the sealed segment (up to a gigabyte of dirty pages).
         // One thread hop per batch is small beside writing the batch.
         let log = Arc::clone(&self.log);
-        let epoch = self.leader_epoch;
+        let epoch = self.leader_epoch();
         let info = tokio::task::spawn_blocking(move || log.append(batch, epoch))
             .await
             .expect("log append does not panic")
@@ -168,7 +175,27 @@ impl Partition {
 
     /// The leader epoch stamped on appends.
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Records the partition's leadership as the metadata now says.
+    pub fn set_leadership(&self, leader: bool, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+        let was = self.leader.swap(leader, Ordering::AcqRel);
+        if was != leader {
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.index,
+                epoch,
+                "{}",
+                if leader { "now leading" } else { "no longer leading" }
+            );
+        }
     }
 
     /// The first offset whose timestamp is at or after `ts_ms`, or the high watermark if none.

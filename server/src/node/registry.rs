@@ -1,10 +1,12 @@
-//! The topic registry: which topics exist, with how many partitions and which config, persisted
-//! in `<data-dir>/topics.json`.
+//! The topic registry of single-broker data directories from before cluster metadata:
+//! `<data-dir>/topics.json`, which topics existed with how many partitions and which config.
 //!
-//! Until cluster metadata moves into the Raft state machine (DESIGN.md §4), this file is the
-//! single source of truth for topics on a broker. It is rewritten whole on every change, through
-//! a temporary file, fsync and rename, so a crash leaves either the old or the new registry,
-//! never a torn one.
+//! Topics now live in the replicated cluster metadata (DESIGN.md §4). A broker that finds this
+//! file migrates it once: the controller writes each topic (same id, same partitions, on this
+//! broker) into the metadata, then the file is renamed to `topics.json.migrated` ([`retire`]).
+//! Until then ([`Registry::pending`]) no partition directory is treated as a stray.
+//!
+//! [`retire`]: Registry::retire
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +20,7 @@ use crate::topic::{TopicConfig, TopicName};
 use super::NodeError;
 
 const FILE_NAME: &str = "topics.json";
+const RETIRED_NAME: &str = "topics.json.migrated";
 const FORMAT_VERSION: u32 = 1;
 
 /// One topic as the registry records it.
@@ -51,6 +54,38 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Whether `data_dir` holds a registry still to migrate.
+    pub fn pending(data_dir: &Path) -> bool {
+        data_dir.join(FILE_NAME).exists()
+    }
+
+    /// The registry of `data_dir` if it has one still to migrate.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::load`].
+    pub fn load_legacy(data_dir: &Path) -> Result<Option<Self>, NodeError> {
+        if Self::pending(data_dir) {
+            Self::load(data_dir).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Marks the registry migrated: renames it so it is never read again (kept for reference).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Io`].
+    pub fn retire(&self) -> Result<(), NodeError> {
+        let to = self.path.with_file_name(RETIRED_NAME);
+        fs::rename(&self.path, &to).map_err(NodeError::io("renaming", &self.path))?;
+        let dir = self.path.parent().expect("registry path has a parent");
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(NodeError::io("syncing directory", dir))
+    }
+
     /// Loads the registry of `data_dir`, or starts an empty one if there is none yet.
     ///
     /// # Errors

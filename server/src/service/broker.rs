@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::error::{batch_status, invalid_argument, reason, status};
+use crate::metadata::Quorum;
 use crate::node::{Node, Partition};
 
 /// Default fetch size when a request leaves `max_bytes` unset.
@@ -32,6 +33,8 @@ const SUBSCRIBE_RECHECK: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct BrokerService {
     node: Arc<Node>,
+    /// The metadata quorum, for the controller's id.
+    quorum: Arc<Quorum>,
     /// Open `Subscribe` and `ProduceStream` streams; bounded by `limits.max_open_streams`.
     streams: Arc<Semaphore>,
     /// Cancelled when the broker shuts down, so long-lived streams end and draining finishes.
@@ -40,10 +43,11 @@ pub struct BrokerService {
 
 impl BrokerService {
     /// A service over `node`; its streams end when `shutdown` is cancelled.
-    pub fn new(node: Arc<Node>, shutdown: CancellationToken) -> Self {
+    pub fn new(node: Arc<Node>, quorum: Arc<Quorum>, shutdown: CancellationToken) -> Self {
         let streams = Arc::new(Semaphore::new(node.config().limits.max_open_streams));
         Self {
             node,
+            quorum,
             streams,
             shutdown,
         }
@@ -317,15 +321,15 @@ impl Broker for BrokerService {
                     }
                 };
                 if read.records.is_empty() {
-                    // Nothing new: make sure the partition was not deleted under us.
-                    match node.partition(p.topic.as_str(), p.index) {
+                    // Nothing new: make sure the partition was not deleted or its leadership
+                    // moved under us; the error tells the subscriber where to go.
+                    let e = match node.partition(p.topic.as_str(), p.index) {
                         Ok(current) if Arc::ptr_eq(&current, &p) => continue,
-                        Ok(_) | Err(_) => {
-                            let e = crate::node::NodeError::UnknownTopic(p.topic.to_string());
-                            let _ = tx.send(Err(e.into())).await;
-                            return;
-                        }
-                    }
+                        Ok(_) => crate::node::NodeError::UnknownTopic(p.topic.to_string()),
+                        Err(e) => e,
+                    };
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
                 }
                 let mut chunk = pb::SubscribeResponse {
                     next_offset: read.next_offset,
@@ -359,7 +363,7 @@ impl Broker for BrokerService {
         let req = request.into_inner();
         let topic = self.node.describe_topic(&req.topic)?;
         let partitions = if req.partitions.is_empty() {
-            (0..topic.record.partitions).collect()
+            (0..u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX)).collect()
         } else {
             req.partitions.clone()
         };
@@ -388,43 +392,28 @@ impl Broker for BrokerService {
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let req = request.into_inner();
-        let node_id = self.node.config().node_id;
+        let view = self.node.metadata();
+        let describe = |(name, t): (&String, &crate::metadata::TopicRecord)| pb::TopicMetadata {
+            name: name.clone(),
+            partitions: (0u32..)
+                .zip(&t.partitions)
+                .map(|(i, p)| convert::partition_metadata(i, p))
+                .collect(),
+        };
+        // Kafka omits unknown topics from metadata rather than failing the whole call.
         let topics = if req.topics.is_empty() {
-            self.node
-                .list_topics()
-                .into_iter()
-                .map(|(name, _)| name.to_string())
-                .collect()
+            view.state.topics().iter().map(describe).collect()
         } else {
             req.topics
+                .iter()
+                .filter_map(|n| view.state.topics().get_key_value(n.as_str()))
+                .map(describe)
+                .collect()
         };
-        let mut out = Vec::with_capacity(topics.len());
-        for name in topics {
-            let info = match self.node.describe_topic(&name) {
-                Ok(info) => info,
-                // Kafka omits unknown topics from metadata rather than failing the whole call.
-                Err(crate::node::NodeError::UnknownTopic(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            out.push(pb::TopicMetadata {
-                name: info.name.to_string(),
-                partitions: info
-                    .partitions
-                    .iter()
-                    .map(|p| pb::PartitionMetadata {
-                        partition: p.index,
-                        leader_id: node_id,
-                        replicas: vec![node_id],
-                        isr: vec![node_id],
-                        leader_epoch: p.leader_epoch,
-                    })
-                    .collect(),
-            });
-        }
         Ok(Response::new(pb::MetadataResponse {
-            brokers: vec![super::self_broker_info(&self.node)],
-            topics: out,
-            controller_id: node_id,
+            brokers: convert::brokers(&view.state),
+            topics,
+            controller_id: self.quorum.controller().unwrap_or(0),
         }))
     }
 }

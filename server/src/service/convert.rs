@@ -10,7 +10,8 @@ use tonic::Status;
 use tonic_types::StatusExt;
 
 use super::error::invalid_argument;
-use crate::node::{TopicInfo, now_ms};
+use crate::metadata::{ClusterState, PartitionRecord};
+use crate::node::{LocalLog, TopicInfo, now_ms};
 use crate::topic::{Fsync, TopicConfig};
 
 /// Encodes structured records as one batch. A zero timestamp means "now".
@@ -189,27 +190,60 @@ pub fn topic_config_pb(c: &TopicConfig) -> pb::TopicConfig {
     }
 }
 
-/// A described topic as protobuf.
-pub fn topic_description(info: &TopicInfo, node_id: u32) -> pb::TopicDescription {
+/// A described topic as protobuf. Offsets and sizes come from this broker's replica; they are
+/// zero for partitions it does not host.
+pub fn topic_description(info: &TopicInfo) -> pb::TopicDescription {
     pb::TopicDescription {
         name: info.name.to_string(),
         topic_id: info.record.topic_id.clone(),
         config: Some(topic_config_pb(&info.effective)),
-        replication_factor: info.record.replication_factor,
+        replication_factor: info.replication_factor(),
         partitions: info
             .partitions
             .iter()
-            .map(|p| pb::PartitionDescription {
-                partition: p.index,
-                leader_id: node_id,
-                replicas: vec![node_id],
-                isr: vec![node_id],
-                log_start_offset: p.log_start_offset,
-                high_watermark: p.high_watermark,
-                size_bytes: p.size_bytes,
-                segment_count: p.segment_count as u32,
-                leader_epoch: p.leader_epoch,
+            .map(|p| {
+                let local = p.local.unwrap_or(LocalLog {
+                    log_start_offset: 0,
+                    high_watermark: 0,
+                    size_bytes: 0,
+                    segment_count: 0,
+                });
+                pb::PartitionDescription {
+                    partition: p.index,
+                    leader_id: p.record.leader.unwrap_or(0),
+                    replicas: p.record.replicas.clone(),
+                    isr: p.record.isr.clone(),
+                    log_start_offset: local.log_start_offset,
+                    high_watermark: local.high_watermark,
+                    size_bytes: local.size_bytes,
+                    segment_count: u32::try_from(local.segment_count).unwrap_or(u32::MAX),
+                    leader_epoch: p.record.leader_epoch,
+                }
             })
             .collect(),
     }
+}
+
+/// A partition's placement as the `Metadata` call describes it.
+pub fn partition_metadata(index: u32, p: &PartitionRecord) -> pb::PartitionMetadata {
+    pb::PartitionMetadata {
+        partition: index,
+        leader_id: p.leader.unwrap_or(0),
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+        leader_epoch: p.leader_epoch,
+    }
+}
+
+/// Every registered broker; alive means not fenced.
+pub fn brokers(state: &ClusterState) -> Vec<pb::BrokerInfo> {
+    state
+        .brokers()
+        .iter()
+        .map(|(&id, b)| pb::BrokerInfo {
+            id,
+            address: b.addr.clone(),
+            alive: !b.fenced,
+        })
+        .collect()
 }

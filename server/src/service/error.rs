@@ -11,6 +11,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::log::LogError;
+use crate::metadata::{ApplyError, ControllerError};
 use crate::node::NodeError;
 
 /// Domain of every Cairn `ErrorInfo`.
@@ -44,6 +45,16 @@ pub mod reason {
     pub const RESOURCE_EXHAUSTED: &str = "RESOURCE_EXHAUSTED";
     /// The broker's storage failed.
     pub const STORAGE_ERROR: &str = "STORAGE_ERROR";
+    /// This broker does not lead the partition; the metadata names the leader.
+    pub const NOT_LEADER: &str = "NOT_LEADER";
+    /// This broker is not the controller; the metadata names the one it knows.
+    pub const NOT_CONTROLLER: &str = "NOT_CONTROLLER";
+    /// A broker heartbeat carried an epoch the controller no longer knows: register again.
+    pub const STALE_BROKER_EPOCH: &str = "STALE_BROKER_EPOCH";
+    /// The cluster metadata refused a change that conflicts with its current state.
+    pub const METADATA_CONFLICT: &str = "METADATA_CONFLICT";
+    /// The cluster metadata cannot take writes right now (election, shutdown).
+    pub const METADATA_UNAVAILABLE: &str = "METADATA_UNAVAILABLE";
 }
 
 /// Builds a status with one `ErrorInfo`.
@@ -132,6 +143,18 @@ impl From<NodeError> for Status {
                 partition,
                 source,
             } => log_status(&topic, partition, source),
+            NodeError::NotLeader {
+                topic,
+                partition,
+                leader,
+            } => {
+                let mut meta = vec![("topic", topic), ("partition", partition.to_string())];
+                if let Some((id, addr)) = leader {
+                    meta.push(("leader_id", id.to_string()));
+                    meta.push(("leader_addr", addr.unwrap_or_default()));
+                }
+                status(Code::FailedPrecondition, reason::NOT_LEADER, message, &meta)
+            }
             NodeError::ResourceExhausted(_) => status(
                 Code::ResourceExhausted,
                 reason::RESOURCE_EXHAUSTED,
@@ -206,4 +229,86 @@ fn log_status(topic: &str, partition: u32, e: LogError) -> Status {
 /// Maps a batch that failed validation at the edge (before reaching a log).
 pub fn batch_status(topic: &str, partition: u32, e: BatchError) -> Status {
     log_status(topic, partition, LogError::InvalidBatch(e))
+}
+
+impl From<ControllerError> for Status {
+    fn from(e: ControllerError) -> Status {
+        let message = e.to_string();
+        match e {
+            ControllerError::NotController { this, controller } => {
+                let mut meta = vec![("broker_id", this.to_string())];
+                if let Some((id, addr)) = controller {
+                    meta.push(("controller_id", id.to_string()));
+                    meta.push(("controller_addr", addr));
+                }
+                status(Code::Unavailable, reason::NOT_CONTROLLER, message, &meta)
+            }
+            ControllerError::StaleBrokerEpoch { broker, given, .. } => status(
+                Code::FailedPrecondition,
+                reason::STALE_BROKER_EPOCH,
+                message,
+                &[
+                    ("broker_id", broker.to_string()),
+                    ("broker_epoch", given.to_string()),
+                ],
+            ),
+            ControllerError::Refused(refusal) => apply_status(refusal, message),
+            ControllerError::InvalidArgument { field, .. } => invalid_argument(field, message),
+            ControllerError::InvalidReplicationFactor {
+                requested,
+                available,
+            } => status(
+                Code::InvalidArgument,
+                reason::INVALID_REPLICATION_FACTOR,
+                message,
+                &[
+                    ("replication_factor", requested.to_string()),
+                    ("available_brokers", available.to_string()),
+                ],
+            ),
+            ControllerError::Unavailable(_) => status(
+                Code::Unavailable,
+                reason::METADATA_UNAVAILABLE,
+                format!("{message}; retry shortly"),
+                &[],
+            ),
+        }
+    }
+}
+
+/// A command the metadata refused, as the caller should see it.
+fn apply_status(refusal: ApplyError, message: String) -> Status {
+    match refusal {
+        ApplyError::TopicExists(topic) => status(
+            Code::AlreadyExists,
+            reason::TOPIC_ALREADY_EXISTS,
+            message,
+            &[("topic", topic)],
+        ),
+        ApplyError::UnknownTopic(topic) => status(
+            Code::NotFound,
+            reason::UNKNOWN_TOPIC,
+            format!("{message}; create it first or check the name"),
+            &[("topic", topic)],
+        ),
+        ApplyError::InvalidTopicName { name, .. } => status(
+            Code::InvalidArgument,
+            reason::INVALID_TOPIC_NAME,
+            message,
+            &[("topic", name)],
+        ),
+        ApplyError::UnknownPartition { topic, partition } => status(
+            Code::NotFound,
+            reason::UNKNOWN_PARTITION,
+            message,
+            &[("topic", topic), ("partition", partition.to_string())],
+        ),
+        ApplyError::InvalidConfig { .. } => invalid_argument("config", message),
+        _ => status(
+            Code::FailedPrecondition,
+            reason::METADATA_CONFLICT,
+            message,
+            &[],
+        ),
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod controller;
 pub mod convert;
 pub mod drain;
 pub mod edge;
@@ -17,11 +18,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::v1::{self as pb, admin_server::AdminServer, broker_server::BrokerServer};
+use cairn_proto::v1::{admin_server::AdminServer, broker_server::BrokerServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::metadata::Controller;
 use crate::node::Node;
 
 pub use admin::AdminService;
@@ -46,10 +48,10 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Services this server answers, as reflection lists them. The descriptor sets also describe
-/// services the server does not serve (the internal `cairn.v1.Raft`, until the broker runs Raft),
-/// and listing those would send a grpcurl user to UNIMPLEMENTED. Add a service here when it is
-/// added to the server.
+/// Services reflection lists: the public ones. The broker also serves the internal
+/// `cairn.v1.Raft` and `cairn.v1.Controller` (broker-to-broker only, see `raft.proto`), which are
+/// left out so that a grpcurl user browsing the API sees only what is meant for them. Add a
+/// public service here when it is added to the server.
 const SERVED: &[&str] = &[
     "cairn.v1.Broker",
     "cairn.v1.Admin",
@@ -68,21 +70,13 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     )
 }
 
-/// This broker as the metadata answers describe it.
-pub(crate) fn self_broker_info(node: &Node) -> pb::BrokerInfo {
-    pb::BrokerInfo {
-        id: node.config().node_id,
-        address: node
-            .config()
-            .advertised_address
-            .clone()
-            .unwrap_or_else(|| node.config().listen.to_string()),
-        alive: true,
-    }
-}
-
 /// Serves Cairn on `listener` until `shutdown` resolves, then stops accepting, flips health to
-/// NOT_SERVING, drains in-flight requests, stops background upkeep and flushes every log.
+/// NOT_SERVING, drains in-flight requests, stops background work and flushes every log.
+///
+/// Besides the public services it serves the internal Raft and Controller services and runs the
+/// broker's background work: log upkeep, following the metadata (opening and closing
+/// partitions), the controller's duties while this broker leads, and registration and lease
+/// renewal with the controller.
 ///
 /// # Errors
 ///
@@ -90,22 +84,43 @@ pub(crate) fn self_broker_info(node: &Node) -> pb::BrokerInfo {
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
+    controller: Arc<Controller>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let limits = node.config().limits.clone();
     let cancel = CancellationToken::new();
-    let upkeep = tokio::spawn(Arc::clone(&node).run_upkeep(cancel.clone()));
+    let quorum = Arc::clone(controller.quorum());
+    let (registered, registration) = tokio::sync::watch::channel(None);
+    let background = [
+        tokio::spawn(Arc::clone(&node).run_upkeep(cancel.clone())),
+        tokio::spawn(Arc::clone(&node).run_reconcile(registration, cancel.clone())),
+        tokio::spawn(Arc::clone(&controller).run(cancel.clone())),
+        tokio::spawn(crate::metadata::lease::run(
+            Arc::clone(&quorum),
+            node.advertised_address(),
+            node.config().cluster.clone(),
+            registered,
+            cancel.clone(),
+        )),
+    ];
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<BrokerServer<BrokerService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
 
-    let broker = BrokerServer::new(BrokerService::new(Arc::clone(&node), cancel.clone()))
-        .max_decoding_message_size(limits.max_request_bytes)
-        .max_encoding_message_size(limits.max_request_bytes);
-    let admin = AdminServer::new(AdminService::new(Arc::clone(&node)))
-        .max_decoding_message_size(limits.max_request_bytes)
-        .max_encoding_message_size(limits.max_request_bytes);
+    let broker = BrokerServer::new(BrokerService::new(
+        Arc::clone(&node),
+        Arc::clone(&quorum),
+        cancel.clone(),
+    ))
+    .max_decoding_message_size(limits.max_request_bytes)
+    .max_encoding_message_size(limits.max_request_bytes);
+    let admin = AdminServer::new(AdminService::new(
+        Arc::clone(&node),
+        Arc::clone(&controller),
+    ))
+    .max_decoding_message_size(limits.max_request_bytes)
+    .max_encoding_message_size(limits.max_request_bytes);
 
     let drain = {
         let health = health.clone();
@@ -136,6 +151,8 @@ pub async fn serve(
         .add_service(reflection_builder().build_v1alpha()?)
         .add_service(broker)
         .add_service(admin)
+        .add_service(raft::RaftService::new(quorum.raft().clone()).into_server())
+        .add_service(controller::ControllerService::new(Arc::clone(&controller)).into_server())
         .serve_with_incoming_shutdown(incoming, drain);
     // hyper's own graceful shutdown also waits for clients to close idle connections, which
     // a client may never do; Cairn waits for running requests only, and at most DRAIN_TIMEOUT.
@@ -157,7 +174,10 @@ pub async fn serve(
         () = drained => Ok(()),
     };
     cancel.cancel();
-    let _ = upkeep.await;
+    for task in background {
+        let _ = task.await;
+    }
+    quorum.shutdown().await;
     let flush_node = Arc::clone(&node);
     let _ = tokio::task::spawn_blocking(move || flush_node.flush_all()).await;
     tracing::info!("stopped");

@@ -10,6 +10,12 @@ use super::BrokerId;
 /// Why a command was refused. The state is unchanged; each variant names what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ApplyError {
+    /// A cluster id must be non-empty.
+    #[error("the cluster id is empty")]
+    EmptyClusterId,
+    /// The cluster was named already; its id never changes.
+    #[error("the cluster id is already set to {0:?}")]
+    ClusterIdSet(String),
     /// Register the broker first.
     #[error("broker {0} is not registered")]
     UnknownBroker(BrokerId),

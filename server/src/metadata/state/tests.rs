@@ -43,7 +43,10 @@ fn isr(topic: &str, partition: u32, isr: Vec<BrokerId>, leader_epoch: i32) -> Me
 /// partitions on 1,2,3 and 2,3,1.
 fn base() -> ClusterState {
     let mut s = ClusterState::default();
-    let mut cmds: Vec<MetadataCommand> = (1..=4).map(register).collect();
+    let mut cmds = vec![C::InitCluster {
+        cluster_id: "c1".into(),
+    }];
+    cmds.extend((1..=4).map(register));
     cmds.extend((1..=3).map(|id| C::UnfenceBroker { id }));
     cmds.push(create("t", vec![vec![1, 2, 3], vec![2, 3, 1]]));
     for c in &cmds {
@@ -67,7 +70,7 @@ fn base_state_is_as_described() {
     assert_eq!(p0.isr, vec![1, 2, 3]);
     assert_eq!(p0.leader_epoch, 0);
     assert_eq!(partition(&s, "t", 1).leader, Some(2));
-    assert_eq!(s.version(), 8);
+    assert_eq!(s.version(), 9);
 }
 
 /// Every refusal: the error is the expected one and the state (version included) is unchanged.
@@ -82,6 +85,18 @@ fn refused_commands_change_nothing() {
             ApplyError::EmptyAddress(9),
         ),
         (C::FenceBroker { id: 9 }, ApplyError::UnknownBroker(9)),
+        (
+            C::InitCluster {
+                cluster_id: String::new(),
+            },
+            ApplyError::EmptyClusterId,
+        ),
+        (
+            C::InitCluster {
+                cluster_id: "other".into(),
+            },
+            ApplyError::ClusterIdSet("c1".into()),
+        ),
         (C::UnfenceBroker { id: 9 }, ApplyError::UnknownBroker(9)),
         (create("t", vec![vec![1]]), ApplyError::TopicExists("t".into())),
         (
@@ -276,7 +291,7 @@ fn register_bumps_the_epoch_and_starts_fenced() {
         r,
         Ok(MetadataResponse::BrokerRegistered {
             epoch: 2,
-            version: 9
+            version: 10
         })
     );
     let b = &s.brokers()[&1];
@@ -335,7 +350,7 @@ fn fencing_the_last_in_sync_replica_leaves_no_leader_until_it_returns() {
 fn create_topic_leads_with_the_first_unfenced_replica() {
     let mut s = base();
     let r = s.apply(&create("w", vec![vec![4, 2], vec![3]]));
-    assert_eq!(r, Ok(MetadataResponse::Applied { version: 9 }));
+    assert_eq!(r, Ok(MetadataResponse::Applied { version: 10 }));
     let t = s.topic("w").expect("created");
     assert_eq!(t.topic_id, "id-w");
     assert_eq!(t.partitions[0].leader, Some(2));
@@ -373,7 +388,7 @@ fn elect_and_change_isr_follow_the_leader_epoch() {
         s.apply(&elect("t", 0, 2)),
         Ok(MetadataResponse::LeaderElected {
             leader_epoch: 1,
-            version: 9
+            version: 10
         })
     );
     // The old epoch is now stale; the new one works.
@@ -394,4 +409,21 @@ fn state_round_trips_through_json() {
     let bytes = serde_json::to_vec(&s).expect("serialise");
     let back: ClusterState = serde_json::from_slice(&bytes).expect("deserialise");
     assert_eq!(back, s);
+}
+
+#[test]
+fn the_cluster_id_is_set_once() {
+    let mut s = ClusterState::default();
+    assert_eq!(s.cluster_id(), "");
+    s.apply(&C::InitCluster {
+        cluster_id: "c1".into(),
+    })
+    .unwrap();
+    assert_eq!(s.cluster_id(), "c1");
+    assert_eq!(
+        s.apply(&C::InitCluster {
+            cluster_id: "c1".into()
+        }),
+        Err(ApplyError::ClusterIdSet("c1".into()))
+    );
 }

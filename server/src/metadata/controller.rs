@@ -1,0 +1,545 @@
+//! [`Controller`]: what the metadata Raft leader does for the cluster, as KRaft's active
+//! controller does in Kafka.
+//!
+//! Every broker holds a `Controller`, but only the one whose Raft node leads acts: it registers
+//! brokers (adding non-voters to the Raft group as learners), renews their leases on heartbeat,
+//! fences a broker whose lease expired (its leaderships move to live in-sync replicas), unfences
+//! a fenced broker that heartbeats, turns admin requests into validated commands with a replica
+//! assignment, and moves leadership back to preferred replicas. Each of those is a command
+//! written through Raft; `ClusterState::apply` does the rest on every broker alike.
+//!
+//! Leases live only in the leader's memory, as in KRaft: a newly elected controller gives every
+//! broker a full session from the moment it took over, so a controller failover never fences a
+//! live broker. Any other broker answers [`ControllerError::NotController`] with the leader it
+//! knows, and the caller retries there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ApplyError, AssignError, BrokerId, MetadataCommand, MetadataResponse, Quorum, assign_replicas,
+};
+use crate::config::ClusterConfig;
+use crate::topic::{TopicConfig, TopicName};
+
+/// Why the controller refused or could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// This broker is not the controller; ask `controller` (if known) instead.
+    #[error("broker {this} is not the controller{}", fmt_controller(controller))]
+    NotController {
+        /// The broker that answered.
+        this: BrokerId,
+        /// The controller this broker knows of, with its address.
+        controller: Option<(BrokerId, String)>,
+    },
+    /// The broker's registration is gone or newer; register again.
+    #[error("broker {broker} heartbeated with epoch {given}, but {}", match current {
+        Some(c) => format!("its current epoch is {c}; register again"),
+        None => "it is not registered; register first".to_owned(),
+    })]
+    StaleBrokerEpoch {
+        /// The broker.
+        broker: BrokerId,
+        /// The epoch it sent.
+        given: u64,
+        /// The epoch the cluster knows, if it knows the broker.
+        current: Option<u64>,
+    },
+    /// The metadata refused the command (unknown topic, name taken, ...); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] ApplyError),
+    /// A request field is out of range.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// More replicas than live brokers.
+    #[error(
+        "replication factor {requested} is larger than the {available} live broker(s); lower it \
+         or start more brokers"
+    )]
+    InvalidReplicationFactor {
+        /// Requested replicas per partition.
+        requested: u32,
+        /// Live (unfenced) brokers.
+        available: u32,
+    },
+    /// Raft could not commit the command (shutting down, lost leadership mid-write).
+    #[error("the metadata log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn fmt_controller(c: &Option<(BrokerId, String)>) -> String {
+    match c {
+        Some((id, addr)) => format!("; broker {id} at {addr} is"),
+        None => "; no controller is elected yet".to_owned(),
+    }
+}
+
+/// What a write committed: the command's response and the Raft log index it was applied at.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The response.
+    pub response: MetadataResponse,
+    /// Raft log index; a broker that applied it sees the change.
+    pub index: u64,
+}
+
+/// A topic of a single-broker data directory from before cluster metadata, to carry over.
+#[derive(Debug, Clone)]
+pub struct LegacyTopic {
+    /// Name.
+    pub name: TopicName,
+    /// Its id, kept so the partition directories stay its own.
+    pub topic_id: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Settings.
+    pub config: TopicConfig,
+}
+
+/// Leases, valid for one controller term.
+#[derive(Debug, Default)]
+struct Leases {
+    /// The Raft term these deadlines were granted in; a new term starts them afresh.
+    term: u64,
+    deadlines: HashMap<BrokerId, Instant>,
+    last_balance: Option<Instant>,
+}
+
+/// The controller's logic on one broker (active only while it leads the metadata Raft).
+#[derive(Debug)]
+pub struct Controller {
+    quorum: Arc<Quorum>,
+    session: Duration,
+    balance_every: Duration,
+    max_partitions: u32,
+    /// The id the first controller gives the cluster (a migrated directory's, or a new one).
+    initial_cluster_id: String,
+    leases: Mutex<Leases>,
+}
+
+impl Controller {
+    /// The controller for `quorum`.
+    pub fn new(
+        quorum: Arc<Quorum>,
+        cluster: &ClusterConfig,
+        max_partitions: u32,
+        initial_cluster_id: String,
+    ) -> Self {
+        Self {
+            quorum,
+            session: Duration::from_millis(cluster.broker_session_timeout_ms),
+            balance_every: Duration::from_millis(cluster.leader_balance_interval_ms),
+            max_partitions,
+            initial_cluster_id,
+            leases: Mutex::default(),
+        }
+    }
+
+    /// The metadata quorum.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
+    }
+
+    fn not_controller(&self) -> ControllerError {
+        let controller = self
+            .quorum
+            .controller()
+            .filter(|&c| c != self.quorum.id())
+            .and_then(|c| self.quorum.broker_addr(c).map(|a| (c, a)));
+        ControllerError::NotController {
+            this: self.quorum.id(),
+            controller,
+        }
+    }
+
+    fn ensure_controller(&self) -> Result<(), ControllerError> {
+        if self.quorum.is_controller() {
+            Ok(())
+        } else {
+            Err(self.not_controller())
+        }
+    }
+
+    /// Writes `cmd` through Raft and waits until it is applied here.
+    async fn write(&self, cmd: MetadataCommand) -> Result<Committed, ControllerError> {
+        match self.quorum.raft().client_write(cmd).await {
+            Ok(written) => Ok(Committed {
+                response: written.data?,
+                index: written.log_id.index,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(self.not_controller())
+            }
+            Err(e) => Err(ControllerError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Grants `id` a full session from now.
+    fn renew(&self, id: BrokerId) {
+        let deadline = Instant::now() + self.session;
+        self.leases().deadlines.insert(id, deadline);
+    }
+
+    /// Registers a broker (fenced, with a new epoch) and, if it is not in the Raft group, adds
+    /// it as a learner so it receives the metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError::NotController`], a refusal (empty address), or Raft unavailable.
+    pub async fn register(&self, id: BrokerId, addr: &str) -> Result<Committed, ControllerError> {
+        self.ensure_controller()?;
+        if id == 0 {
+            return Err(ControllerError::InvalidArgument {
+                field: "broker_id",
+                reason: "broker ids start at 1".to_owned(),
+            });
+        }
+        self.name_cluster().await?;
+        let committed = self
+            .write(MetadataCommand::RegisterBroker {
+                id,
+                addr: addr.to_owned(),
+            })
+            .await?;
+        self.renew(id);
+        tracing::info!(broker = id, addr, "registered broker");
+        if !self.quorum.is_member(id) {
+            let raft = self.quorum.raft().clone();
+            let node = openraft::BasicNode::new(addr);
+            tokio::spawn(async move {
+                match raft.add_learner(u64::from(id), node, false).await {
+                    Ok(_) => tracing::info!(broker = id, "added broker as a metadata learner"),
+                    Err(e) => tracing::warn!(broker = id, error = %e, "could not add learner"),
+                }
+            });
+        }
+        Ok(committed)
+    }
+
+    /// Renews a broker's lease and unfences it if it was fenced.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError::NotController`], [`ControllerError::StaleBrokerEpoch`], or Raft
+    /// unavailable while unfencing.
+    pub async fn heartbeat(&self, id: BrokerId, epoch: u64) -> Result<(), ControllerError> {
+        self.ensure_controller()?;
+        let fenced = {
+            let view = self.quorum.view();
+            let Some(broker) = view.state.brokers().get(&id) else {
+                return Err(ControllerError::StaleBrokerEpoch {
+                    broker: id,
+                    given: epoch,
+                    current: None,
+                });
+            };
+            if broker.epoch != epoch {
+                return Err(ControllerError::StaleBrokerEpoch {
+                    broker: id,
+                    given: epoch,
+                    current: Some(broker.epoch),
+                });
+            }
+            broker.fenced
+        };
+        self.renew(id);
+        if fenced {
+            self.write(MetadataCommand::UnfenceBroker { id }).await?;
+            tracing::info!(broker = id, "unfenced broker");
+        }
+        Ok(())
+    }
+
+    /// The session a heartbeat grants.
+    pub fn session(&self) -> Duration {
+        self.session
+    }
+
+    /// Creates a topic: validates it, places its replicas on live brokers (spreading preferred
+    /// leaders evenly) and commits it. Returns the commit.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError`] naming what to fix; nothing changed.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        config: TopicConfig,
+    ) -> Result<Committed, ControllerError> {
+        self.ensure_controller()?;
+        let name = TopicName::new(name).map_err(|e| ApplyError::InvalidTopicName {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.check_partition_count("partitions", partitions)?;
+        config
+            .validate()
+            .map_err(|reason| ControllerError::InvalidArgument {
+                field: "config",
+                reason,
+            })?;
+        let view = self.quorum.view();
+        if view.state.topic(name.as_str()).is_some() {
+            return Err(ApplyError::TopicExists(name.to_string()).into());
+        }
+        let replication_factor = replication_factor.max(1);
+        let assignment = self.assign(&view.state, partitions, replication_factor)?;
+        let committed = self
+            .write(MetadataCommand::CreateTopic {
+                name: name.to_string(),
+                topic_id: crate::node::new_id(),
+                config,
+                assignment,
+            })
+            .await?;
+        tracing::info!(topic = %name, partitions, replication_factor, "created topic");
+        Ok(committed)
+    }
+
+    /// Deletes a topic.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError`]; nothing changed.
+    pub async fn delete_topic(&self, name: &str) -> Result<Committed, ControllerError> {
+        self.ensure_controller()?;
+        let committed = self
+            .write(MetadataCommand::DeleteTopic {
+                name: name.to_owned(),
+            })
+            .await?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(committed)
+    }
+
+    /// Grows a topic to `total` partitions, placing the new ones like the first.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError`]; nothing changed.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total: u32,
+    ) -> Result<Committed, ControllerError> {
+        self.ensure_controller()?;
+        let view = self.quorum.view();
+        let topic = view
+            .state
+            .topic(name)
+            .ok_or_else(|| ApplyError::UnknownTopic(name.to_owned()))?;
+        self.check_partition_count("total_partitions", total)?;
+        let existing = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+        if total <= existing {
+            return Err(ControllerError::InvalidArgument {
+                field: "total_partitions",
+                reason: format!(
+                    "topic {name:?} already has {existing} partitions; the new total must be larger"
+                ),
+            });
+        }
+        let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        let rf = u32::try_from(rf).unwrap_or(u32::MAX);
+        let new_assignments = self.assign(&view.state, total - existing, rf)?;
+        self.write(MetadataCommand::CreatePartitions {
+            name: name.to_owned(),
+            new_assignments,
+        })
+        .await
+    }
+
+    fn check_partition_count(&self, field: &'static str, n: u32) -> Result<(), ControllerError> {
+        if n == 0 || n > self.max_partitions {
+            return Err(ControllerError::InvalidArgument {
+                field,
+                reason: format!("must be between 1 and {}, got {n}", self.max_partitions),
+            });
+        }
+        Ok(())
+    }
+
+    /// Places replicas on the live brokers, from a random starting broker as Kafka does.
+    fn assign(
+        &self,
+        state: &super::ClusterState,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> Result<Vec<Vec<BrokerId>>, ControllerError> {
+        let live: Vec<BrokerId> = state
+            .brokers()
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(&id, _)| id)
+            .collect();
+        let start = u32::from_str_radix(&crate::node::new_id()[..8], 16).unwrap_or(0);
+        assign_replicas(&live, partitions, replication_factor, start).map_err(|e| match e {
+            AssignError::ReplicationFactorTooLarge { .. } | AssignError::NoBrokers => {
+                ControllerError::InvalidReplicationFactor {
+                    requested: replication_factor,
+                    available: u32::try_from(live.len()).unwrap_or(u32::MAX),
+                }
+            }
+            other => ControllerError::InvalidArgument {
+                field: "partitions",
+                reason: other.to_string(),
+            },
+        })
+    }
+
+    /// Carries the topics of a pre-cluster single-broker data directory into the metadata, each
+    /// partition on this broker alone, keeping their ids. Topics already present with the same
+    /// id are skipped, so an interrupted migration can run again.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError`] if a topic cannot be written.
+    pub async fn migrate(&self, topics: &[LegacyTopic]) -> Result<(), ControllerError> {
+        self.ensure_controller()?;
+        let me = self.quorum.id();
+        for t in topics {
+            let view = self.quorum.view();
+            match view.state.topic(t.name.as_str()) {
+                Some(existing) if existing.topic_id == t.topic_id => continue,
+                Some(_) => return Err(ApplyError::TopicExists(t.name.to_string()).into()),
+                None => {}
+            }
+            let assignment = vec![vec![me]; t.partitions as usize];
+            self.write(MetadataCommand::CreateTopic {
+                name: t.name.to_string(),
+                topic_id: t.topic_id.clone(),
+                config: t.config.clone(),
+                assignment,
+            })
+            .await?;
+            tracing::info!(topic = %t.name, "migrated topic into the cluster metadata");
+        }
+        Ok(())
+    }
+
+    /// Runs the controller's periodic duties while this broker leads: names the cluster, fences
+    /// brokers whose lease expired and rebalances leadership. Returns when `shutdown` fires.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.quorum.is_controller() {
+                continue;
+            }
+            if let Err(e) = self.duties().await {
+                tracing::debug!(error = %e, "controller duties interrupted");
+            }
+        }
+    }
+
+    /// Gives the cluster its id if no controller did yet (before the first registration).
+    async fn name_cluster(&self) -> Result<(), ControllerError> {
+        if self.quorum.view().state.cluster_id().is_empty() {
+            match self
+                .write(MetadataCommand::InitCluster {
+                    cluster_id: self.initial_cluster_id.clone(),
+                })
+                .await
+            {
+                Ok(_) => tracing::info!(cluster_id = %self.initial_cluster_id, "named the cluster"),
+                // Named concurrently (another registration); that name stands.
+                Err(ControllerError::Refused(ApplyError::ClusterIdSet(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn duties(&self) -> Result<(), ControllerError> {
+        self.name_cluster().await?;
+        let view = self.quorum.view();
+        let now = Instant::now();
+        let (expired, balance) = {
+            let term = self.quorum.term();
+            let mut leases = self.leases();
+            if leases.term != term {
+                tracing::info!(term, "became controller: every broker gets a fresh lease");
+                leases.term = term;
+                leases.deadlines.clear();
+                leases.last_balance = Some(now);
+            }
+            let grace = now + self.session;
+            let mut expired = Vec::new();
+            for (&id, broker) in view.state.brokers() {
+                let deadline = *leases.deadlines.entry(id).or_insert(grace);
+                if !broker.fenced && deadline <= now {
+                    expired.push(id);
+                }
+            }
+            let balance = leases
+                .last_balance
+                .is_none_or(|t| now.duration_since(t) >= self.balance_every);
+            if balance {
+                leases.last_balance = Some(now);
+            }
+            (expired, balance)
+        };
+        for id in expired {
+            tracing::warn!(broker = id, "broker lease expired: fencing it");
+            self.write(MetadataCommand::FenceBroker { id }).await?;
+        }
+        if balance {
+            self.balance_leaders().await?;
+        }
+        Ok(())
+    }
+
+    /// Moves leadership back to each partition's preferred replica (its first) where that
+    /// replica is alive, in sync and not leading.
+    async fn balance_leaders(&self) -> Result<(), ControllerError> {
+        let view = self.quorum.view();
+        let brokers = view.state.brokers();
+        let mut moves = Vec::new();
+        for (name, topic) in view.state.topics() {
+            for (index, p) in (0u32..).zip(&topic.partitions) {
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                let alive = brokers.get(&preferred).is_some_and(|b| !b.fenced);
+                if p.leader != Some(preferred) && alive && p.isr.contains(&preferred) {
+                    moves.push((name.clone(), index, preferred));
+                }
+            }
+        }
+        for (topic, partition, leader) in moves {
+            tracing::info!(%topic, partition, leader, "moving leadership to the preferred replica");
+            match self
+                .write(MetadataCommand::ElectLeader {
+                    topic,
+                    partition,
+                    leader,
+                })
+                .await
+            {
+                Ok(_) | Err(ControllerError::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The broker's side of membership: register with the controller, then renew the lease by
+//! heartbeat for as long as the broker runs (Kafka's `BrokerLifecycleManager`).
+//!
+//! The controller is found through this broker's own Raft view, else by asking the configured
+//! voters in turn; a broker that is not the controller answers `NOT_CONTROLLER` with the one it
+//! knows, which is tried next. A heartbeat refused with `STALE_BROKER_EPOCH` (the controller
+//! lost or replaced the registration) makes the broker register again. Every call goes over the
+//! internal `cairn.v1.Controller` gRPC service, this broker's own included, so there is one path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::v1::{self as pb, controller_client::ControllerClient};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+
+use super::Quorum;
+use crate::config::ClusterConfig;
+
+/// How long one registration or heartbeat call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause after a failed attempt before the next (the next voter, or the hinted controller).
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a registered broker waits to apply its own registration before trying again.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// This broker's registration, once the controller accepted it and this broker applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// The broker epoch the controller granted.
+    pub epoch: u64,
+    /// Raft index of the registration.
+    pub index: u64,
+}
+
+/// Registers and heartbeats until `shutdown`; publishes each registration on `registered`.
+pub async fn run(
+    quorum: Arc<Quorum>,
+    addr: String,
+    cluster: ClusterConfig,
+    registered: watch::Sender<Option<Registered>>,
+    shutdown: CancellationToken,
+) {
+    let mut lease = Lease {
+        quorum,
+        addr,
+        interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
+        channels: HashMap::new(),
+        next_voter: 0,
+        hint: None,
+    };
+    let mut epoch: Option<u64> = None;
+    loop {
+        let pause = match epoch {
+            None => match lease.register().await {
+                Ok(r) => {
+                    tracing::info!(epoch = r.epoch, "registered with the controller");
+                    epoch = Some(r.epoch);
+                    registered.send_replace(Some(r));
+                    // Heartbeat at once: the first one unfences the broker.
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "registration failed; retrying");
+                    RETRY_PAUSE
+                }
+            },
+            Some(e) => match lease.heartbeat(e).await {
+                Ok(()) => lease.interval,
+                Err(Failure::Stale(message)) => {
+                    tracing::warn!(%message, "registration lost; registering again");
+                    epoch = None;
+                    Duration::ZERO
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "heartbeat failed; retrying");
+                    RETRY_PAUSE
+                }
+            },
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("no controller known")]
+    NoTarget,
+    #[error("{0}")]
+    Stale(String),
+    #[error("controller call failed: {0}")]
+    Call(String),
+    #[error("registration at index {0} not applied locally in time")]
+    CatchUp(u64),
+}
+
+struct Lease {
+    quorum: Arc<Quorum>,
+    addr: String,
+    interval: Duration,
+    channels: HashMap<String, Channel>,
+    /// Which configured voter to ask next when no controller is known.
+    next_voter: usize,
+    /// A controller address learnt from a `NOT_CONTROLLER` answer.
+    hint: Option<String>,
+}
+
+impl Lease {
+    /// Where to send the next call: the controller this broker knows, a hint, or the next voter.
+    fn target(&mut self) -> Option<String> {
+        if let Some(addr) = self
+            .quorum
+            .controller()
+            .and_then(|c| self.quorum.broker_addr(c))
+        {
+            return Some(addr);
+        }
+        if let Some(hint) = self.hint.take() {
+            return Some(hint);
+        }
+        let voters = self.quorum.configured_voters();
+        let v = voters.get(self.next_voter % voters.len().max(1))?;
+        self.next_voter = self.next_voter.wrapping_add(1);
+        Some(v.addr.clone())
+    }
+
+    fn client(&mut self, addr: &str) -> Result<ControllerClient<Channel>, Failure> {
+        let channel = match self.channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| Failure::Call(format!("bad controller address {addr}: {e}")))?
+                    .connect_timeout(CALL_TIMEOUT)
+                    .timeout(CALL_TIMEOUT)
+                    .connect_lazy();
+                self.channels.insert(addr.to_owned(), c.clone());
+                c
+            }
+        };
+        Ok(ControllerClient::new(channel))
+    }
+
+    /// Turns a refusal into a failure, remembering a `NOT_CONTROLLER` hint.
+    fn failed(&mut self, status: &tonic::Status) -> Failure {
+        if let Some(info) = status.get_details_error_info() {
+            match info.reason.as_str() {
+                "NOT_CONTROLLER" => {
+                    self.hint = info
+                        .metadata
+                        .get("controller_addr")
+                        .filter(|a| !a.is_empty())
+                        .cloned();
+                }
+                "STALE_BROKER_EPOCH" => return Failure::Stale(status.message().to_owned()),
+                _ => {}
+            }
+        }
+        Failure::Call(format!("{:?}: {}", status.code(), status.message()))
+    }
+
+    async fn register(&mut self) -> Result<Registered, Failure> {
+        let target = self.target().ok_or(Failure::NoTarget)?;
+        let mut client = self.client(&target)?;
+        let request = pb::RegisterBrokerRequest {
+            broker_id: self.quorum.id(),
+            address: self.addr.clone(),
+        };
+        let reply = match client.register_broker(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Err(self.failed(&status)),
+        };
+        // A learner is added to the Raft group just after registering, so it may take a moment
+        // to receive the log up to its registration.
+        if !self
+            .quorum
+            .wait_applied(reply.metadata_index, CATCH_UP)
+            .await
+        {
+            return Err(Failure::CatchUp(reply.metadata_index));
+        }
+        Ok(Registered {
+            epoch: reply.broker_epoch,
+            index: reply.metadata_index,
+        })
+    }
+
+    async fn heartbeat(&mut self, epoch: u64) -> Result<(), Failure> {
+        let target = self.target().ok_or(Failure::NoTarget)?;
+        let mut client = self.client(&target)?;
+        let request = pb::BrokerHeartbeatRequest {
+            broker_id: self.quorum.id(),
+            broker_epoch: epoch,
+        };
+        match client.broker_heartbeat(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(self.failed(&status)),
+        }
+    }
+}
