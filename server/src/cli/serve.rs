@@ -66,8 +66,11 @@ impl ServeArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        // openraft narrates every election and membership step at info.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        // openraft narrates every election step at info and logs every retry to an unreachable
+        // peer (twice a second) as a warning or error; Cairn logs what matters of those itself.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,openraft=error,openraft::replication=off")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
