@@ -265,6 +265,49 @@ impl Controller {
         Ok(())
     }
 
+    /// Changes a partition's ISR on behalf of its leader, at the leader's epoch.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError::NotController`]; a refusal if the epoch is stale, the leader is not
+    /// the partition's leader, or the ISR is invalid.
+    pub async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader: BrokerId,
+        leader_epoch: i32,
+        isr: Vec<BrokerId>,
+    ) -> Result<Committed, ControllerError> {
+        self.ensure_controller()?;
+        let view = self.quorum.view();
+        let current = view
+            .state
+            .topic(topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .ok_or_else(|| ApplyError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            })?;
+        if current.leader != Some(leader) {
+            return Err(ApplyError::StaleLeaderEpoch {
+                given: leader_epoch,
+                current: current.leader_epoch,
+            }
+            .into());
+        }
+        let committed = self
+            .write(MetadataCommand::ChangeIsr {
+                topic: topic.to_owned(),
+                partition,
+                isr: isr.clone(),
+                leader_epoch,
+            })
+            .await?;
+        tracing::info!(topic, partition, leader, ?isr, "changed ISR");
+        Ok(committed)
+    }
+
     /// The session a heartbeat grants.
     pub fn session(&self) -> Duration {
         self.session

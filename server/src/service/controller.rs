@@ -65,4 +65,24 @@ impl pb::controller_server::Controller for ControllerService {
             lease_ms: u64::try_from(self.controller.session().as_millis()).unwrap_or(u64::MAX),
         }))
     }
+
+    async fn alter_isr(
+        &self,
+        request: Request<pb::AlterIsrRequest>,
+    ) -> Result<Response<pb::AlterIsrResponse>, Status> {
+        let req = request.into_inner();
+        let committed = self
+            .controller
+            .alter_isr(
+                &req.topic,
+                req.partition,
+                req.leader_id,
+                req.leader_epoch,
+                req.isr,
+            )
+            .await?;
+        Ok(Response::new(pb::AlterIsrResponse {
+            metadata_index: committed.index,
+        }))
+    }
 }
