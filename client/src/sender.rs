@@ -119,6 +119,12 @@ impl Sender {
             }
             if stream.is_none() && matches!(self.queue.front(), Some(Queued::Batch(_))) {
                 stream = self.open().await;
+                if stream.is_none() {
+                    // Opening failed and its batches wait for a retry: take it now, at the top
+                    // of the loop. Waiting in the select below would need new input to wake,
+                    // and a caller awaiting this very send sends none.
+                    continue;
+                }
             } else if let Some(s) = &stream
                 && self.last_error.is_none()
             {

@@ -196,6 +196,36 @@ async fn restarts_keep_topics_configs_and_records() {
     assert_eq!(values, (0..300).map(value).collect::<Vec<_>>());
 }
 
+/// A send made while the broker is down is retried inside the client until the broker is back:
+/// a refused reconnect must not park the partition's sender until some other record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_rides_out_a_broker_restart() {
+    let mut broker = TestBroker::start().unwrap();
+    let client = connect(&broker).await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("bounce", 1))
+        .await
+        .unwrap();
+    let producer = client.producer(ProducerConfig::default());
+    producer
+        .send(ProducerRecord::new("bounce", "before"))
+        .await
+        .unwrap();
+
+    broker.kill();
+    let send = tokio::spawn(producer.send(ProducerRecord::new("bounce", "during")));
+    // Down long enough for the client's first reconnects to be refused.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart().unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(30), send)
+        .await
+        .expect("the send was not retried once the broker was back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.offset, 1);
+}
+
 #[tokio::test]
 async fn sigterm_answers_a_parked_long_poll_before_the_broker_exits() {
     let mut broker = TestBroker::start().unwrap();
