@@ -292,8 +292,8 @@ impl Drop for TestBroker {
     }
 }
 
-/// `cairn serve` on `data_dir` and `listen`, logging at `CAIRN_LOG` (default `warn`) to the
-/// test's stderr.
+/// `cairn serve` on `data_dir` and `listen`, logging at `CAIRN_LOG` to the test's stderr; by
+/// default warnings, without openraft's retries to a peer a test killed on purpose.
 fn serve_command(data_dir: &Path, listen: SocketAddr, extra: &[String]) -> Command {
     let mut command = Command::new(cairn_bin());
     command
@@ -305,7 +305,8 @@ fn serve_command(data_dir: &Path, listen: SocketAddr, extra: &[String]) -> Comma
         .args(extra)
         .env(
             "CAIRN_LOG",
-            std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("CAIRN_LOG")
+                .unwrap_or_else(|_| "warn,openraft=error,openraft::replication=off".into()),
         )
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
