@@ -42,10 +42,11 @@ pid_of() { # prints the pid of broker $1 if it runs
   [[ -f $file ]] && kill -0 "$(cat "$file")" 2>/dev/null && cat "$file"
 }
 
-# Prints "<brokers alive> <controller id>" from `cairn cluster info`, or nothing if no broker
-# answers. Reads the text tables: the CONTROLLER row, and the STATUS column of BROKERS.
+# Prints "<brokers alive> <controller id>" from `cairn cluster info` asked of broker $1
+# (host:port), or nothing if it does not answer. Reads the text tables: the CONTROLLER row, and
+# the STATUS column of BROKERS.
 cluster_state() {
-  "$bin" cluster info --brokers "$brokers" 2>/dev/null | awk '
+  "$bin" cluster info --brokers "$1" 2>/dev/null | awk '
     $1 == "CONTROLLER" { controller = $2 }
     $1 == "ID" && $3 == "STATUS" { table = 1; next }
     table && $3 == "ALIVE" { alive++ }
@@ -86,8 +87,19 @@ start() {
         exit 1
       fi
     done
-    state=$(cluster_state || true)
-    if [[ $state =~ ^3\ [1-9][0-9]*$ ]]; then
+    # Every broker must answer on its own with three live brokers and the same controller.
+    state=""
+    local ready=1 first=""
+    for port in "${ports[@]}"; do
+      local s
+      s=$(cluster_state "$host:$port" || true)
+      state+="${state:+; }$host:$port: ${s:-no answer}"
+      if [[ ! $s =~ ^3\ [1-9][0-9]*$ ]] || [[ -n $first && $s != "$first" ]]; then
+        ready=0
+      fi
+      first="${first:-$s}"
+    done
+    if ((ready)); then
       "$bin" cluster info --brokers "$brokers"
       echo
       echo "ready: export CAIRN_BROKERS=$brokers"
@@ -95,7 +107,7 @@ start() {
     fi
     sleep 0.5
   done
-  echo "the cluster did not form within ${timeout}s (alive, controller: ${state:-no answer})" >&2
+  echo "the cluster did not form within ${timeout}s (brokers alive, controller: $state)" >&2
   echo "logs: $dir/broker-{1,2,3}.log; stop with: $0 stop" >&2
   exit 1
 }
