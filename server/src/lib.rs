@@ -11,6 +11,8 @@
 //! - [`metadata`]: the cluster metadata replicated through Raft (openraft): `ClusterState` and
 //!   its deterministic `apply`, replica placement, the persisted Raft log store and state machine.
 //!   Knows nothing of gRPC or the partition log; networking and the controller come later.
+//! - [`replication`]: partition replication's pure core — the leader-epoch cache and its
+//!   checkpoint, the high watermark, ISR shrink and expand, the follower's truncation point.
 //! - [`node`]: the topics and partitions a broker hosts, the persisted topic registry, long-poll
 //!   wake-ups and background upkeep (retention, interval flushes).
 //! - [`service`]: the gRPC edge (tonic): `cairn.v1.Broker`, `cairn.v1.Admin`, health and
@@ -22,5 +24,6 @@ pub mod config;
 pub mod log;
 pub mod metadata;
 pub mod node;
+pub mod replication;
 pub mod service;
 pub mod topic;
