@@ -237,9 +237,12 @@ impl Error {
             | Self::ResourceExhausted { .. }
             | Self::Transport { .. }
             | Self::Timeout(_) => true,
-            Self::Status { code, .. } => {
-                matches!(code, Code::Unavailable | Code::Aborted | Code::Unknown)
-            }
+            // DEADLINE_EXCEEDED with a reason is the broker's REQUEST_TIMED_OUT: the ISR did not
+            // confirm in time, which a retry (to a possibly new leader) may get past.
+            Self::Status { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::Aborted | Code::Unknown | Code::DeadlineExceeded
+            ),
             _ => false,
         }
     }

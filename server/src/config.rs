@@ -37,6 +37,36 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Cluster membership and the metadata Raft group's timing.
     pub cluster: ClusterConfig,
+    /// Partition replication between brokers.
+    pub replication: ReplicationConfig,
+}
+
+/// How followers copy partitions from their leaders (DESIGN.md §5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// A follower that has not caught up with the leader's log end for this long leaves the
+    /// ISR, in ms. Default 30 000 (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// Most bytes one follower fetch returns. Default 1 MiB (Kafka's `replica.fetch.max.bytes`).
+    pub replica_fetch_max_bytes: u32,
+    /// How long a follower fetch waits at the leader for new records, in ms. Default 500
+    /// (Kafka's `replica.fetch.wait.max.ms`).
+    pub replica_fetch_wait_max_ms: u32,
+    /// How long an acks=all produce waits for the ISR, in ms, before it fails with
+    /// `REQUEST_TIMED_OUT`. Default 30 000 (Kafka's producer `request.timeout.ms`).
+    pub acks_all_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_wait_max_ms: 500,
+            acks_all_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// How this broker finds and joins its cluster (DESIGN.md §4).
@@ -202,6 +232,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             retention_check_interval_ms: 300_000,
             cluster: ClusterConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -305,6 +336,17 @@ impl BrokerConfig {
         if self.node_id == 0 {
             return Err(ConfigError::Invalid(
                 "node_id: broker ids start at 1".into(),
+            ));
+        }
+        let r = &self.replication;
+        if r.replica_lag_time_max_ms == 0
+            || r.replica_fetch_max_bytes == 0
+            || r.acks_all_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "replication: replica_lag_time_max_ms, replica_fetch_max_bytes and \
+                 acks_all_timeout_ms must be positive"
+                    .into(),
             ));
         }
         self.cluster.validate()

@@ -224,7 +224,8 @@ pub fn default_topic_config() -> TopicConfig {
         fsync: Some(Fsync::Never),
         fsync_interval_ms: Some(1000),
         max_message_bytes: Some((1 << 20) + cairn_batch::HEADER_LEN as u32),
-        min_insync_replicas: Some(1),
+        // Unset: each partition takes `default_min_insync` of its replication factor.
+        min_insync_replicas: None,
     }
 }
 

@@ -42,6 +42,57 @@ pub enum NodeError {
         /// The leader's id and address, if there is one.
         leader: Option<(u32, Option<String>)>,
     },
+    /// The ISR is smaller than the topic's `min_insync_replicas`: an acks=all produce is
+    /// refused before anything is written. Retry once replicas catch up, or use acks=1.
+    #[error(
+        "{topic}-{partition} has {isr} in-sync replica(s), fewer than min_insync_replicas {min}; \
+         nothing was written"
+    )]
+    NotEnoughReplicas {
+        topic: String,
+        partition: u32,
+        isr: usize,
+        min: usize,
+    },
+    /// An acks=all batch was written here but the ISR did not confirm it in time; it may or
+    /// may not survive. Retry (the idempotent producer makes that safe).
+    #[error(
+        "{topic}-{partition}: the in-sync replicas did not confirm offset {offset} within \
+         {timeout_ms} ms"
+    )]
+    ReplicationTimeout {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        timeout_ms: u64,
+    },
+    /// The caller knows a newer leader epoch than this broker: this broker is a stale leader.
+    #[error(
+        "{topic}-{partition}: request at leader epoch {given}, but this broker is at {current} (stale leader)"
+    )]
+    FencedLeaderEpoch {
+        topic: String,
+        partition: u32,
+        given: i32,
+        current: i32,
+    },
+    /// The caller is behind this broker's leader epoch: it should refresh its metadata.
+    #[error(
+        "{topic}-{partition}: request at leader epoch {given}, but the current epoch is {current}"
+    )]
+    UnknownLeaderEpoch {
+        topic: String,
+        partition: u32,
+        given: i32,
+        current: i32,
+    },
+    /// A broker that holds no replica of the partition asked to replicate it.
+    #[error("broker {broker} is not a replica of {topic}-{partition}")]
+    NotAReplica {
+        topic: String,
+        partition: u32,
+        broker: u32,
+    },
     /// A request field is out of range.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },

@@ -16,6 +16,7 @@ mod error;
 mod partition;
 mod reconcile;
 mod registry;
+mod replica;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use error::NodeError;
-pub use partition::Partition;
+pub use partition::{Partition, default_min_insync};
 pub use registry::{Registry, TopicRecord, new_id};
 use tokio::sync::watch;
 
@@ -111,7 +112,21 @@ pub struct Node {
     partitions: RwLock<HashMap<TopicName, Vec<Option<Arc<Partition>>>>>,
     /// Serialises reconcile passes (opening, closing and deleting partitions).
     reconciling: Mutex<()>,
+    /// Running follower fetchers by partition: the leader and epoch each follows.
+    fetchers: Mutex<HashMap<(String, u32), Fetcher>>,
+    /// Channels to partition leaders, shared by the fetchers.
+    leader_channels: crate::replication::fetcher::LeaderChannels,
+    /// The runtime fetchers run on (absent in synchronous unit tests: no fetchers then).
+    runtime: Option<tokio::runtime::Handle>,
     _lock: DataDirLock,
+}
+
+/// A running follower fetcher.
+#[derive(Debug)]
+struct Fetcher {
+    leader: BrokerId,
+    epoch: i32,
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Node {
@@ -128,6 +143,9 @@ impl Node {
             metadata,
             partitions: RwLock::new(HashMap::new()),
             reconciling: Mutex::new(()),
+            fetchers: Mutex::new(HashMap::new()),
+            leader_channels: crate::replication::fetcher::LeaderChannels::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             config,
             _lock: lock,
         })
@@ -263,6 +281,13 @@ impl Node {
         })
     }
 
+    /// The partitions this broker leads.
+    pub fn led_partitions(&self) -> Vec<Arc<Partition>> {
+        let mut all = self.all_partitions();
+        all.retain(|p| p.is_leader());
+        all
+    }
+
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
@@ -312,6 +337,17 @@ impl Node {
                     let _ = tokio::task::spawn_blocking(move || node.apply_retention(now_ms())).await;
                 }
             }
+        }
+    }
+
+    /// Stops every follower fetcher (on shutdown).
+    pub fn stop_fetchers(&self) {
+        let mut fetchers = self
+            .fetchers
+            .lock()
+            .expect("fetcher map lock is not poisoned");
+        for (_, f) in fetchers.drain() {
+            f.cancel.cancel();
         }
     }
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Node, NodeError, Partition, parse_topic};
 use crate::metadata::lease::Registered;
+use crate::replication::fetcher::{self, Assignment};
 use crate::topic::TopicName;
 
 /// The identity file in each partition directory.
@@ -94,7 +95,8 @@ impl Node {
             map.retain(|_, list| list.iter().any(Option::is_some));
         }
         for (p, deleted) in closed {
-            p.set_leadership(false, p.leader_epoch());
+            self.stop_fetcher(p.topic.as_str(), p.index);
+            p.set_leadership(me, false, p.leader_epoch(), &[], &[]);
             if deleted {
                 tracing::info!(topic = %p.topic, partition = p.index, "deleting the replica of a deleted topic");
                 remove_dir(&p.dir);
@@ -110,13 +112,42 @@ impl Node {
                     continue;
                 }
                 let leads = record.leader == Some(me);
+                let lead = |p: &Arc<Partition>| {
+                    p.set_leadership(
+                        me,
+                        leads,
+                        record.leader_epoch,
+                        &record.replicas,
+                        &record.isr,
+                    );
+                    let follow = record.leader.filter(|&l| l != me).and_then(|l| {
+                        let addr = view.state.brokers().get(&l)?.addr.clone();
+                        Some(Assignment {
+                            me,
+                            leader: l,
+                            leader_addr: addr,
+                            epoch: record.leader_epoch,
+                        })
+                    });
+                    match follow {
+                        Some(a) => self.follow(p, a),
+                        None => self.stop_fetcher(name, index),
+                    }
+                };
                 if let Some(p) = self.hosted(name, index) {
-                    p.set_leadership(leads, record.leader_epoch);
+                    lead(&p);
                     continue;
                 }
-                match self.open_replica(name, index, &topic.topic_id, &topic.config) {
+                let opened = self.open_replica(
+                    name,
+                    index,
+                    &topic.topic_id,
+                    &topic.config,
+                    record.replicas.len(),
+                );
+                match opened {
                     Ok(p) => {
-                        p.set_leadership(leads, record.leader_epoch);
+                        lead(&p);
                         let mut map = self
                             .partitions
                             .write()
@@ -139,12 +170,58 @@ impl Node {
         }
     }
 
+    /// Makes sure a fetcher follows `a` for `p`, replacing one that follows another leader or
+    /// epoch.
+    fn follow(&self, p: &Arc<Partition>, a: Assignment) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let key = (p.topic.to_string(), p.index);
+        let mut fetchers = self
+            .fetchers
+            .lock()
+            .expect("fetcher map lock is not poisoned");
+        if let Some(f) = fetchers.get(&key) {
+            if f.leader == a.leader && f.epoch == a.epoch && !f.cancel.is_cancelled() {
+                return;
+            }
+            f.cancel.cancel();
+        }
+        let cancel = CancellationToken::new();
+        fetchers.insert(
+            key,
+            super::Fetcher {
+                leader: a.leader,
+                epoch: a.epoch,
+                cancel: cancel.clone(),
+            },
+        );
+        runtime.spawn(fetcher::run(
+            Arc::clone(p),
+            a,
+            self.config.replication.clone(),
+            self.leader_channels.clone(),
+            cancel,
+        ));
+    }
+
+    fn stop_fetcher(&self, topic: &str, index: u32) {
+        let mut fetchers = self
+            .fetchers
+            .lock()
+            .expect("fetcher map lock is not poisoned");
+        if let Some(f) = fetchers.remove(&(topic.to_owned(), index)) {
+            f.cancel.cancel();
+        }
+    }
+
     fn open_replica(
         &self,
         name: &str,
         index: u32,
         topic_id: &str,
         config: &crate::topic::TopicConfig,
+        replication_factor: usize,
     ) -> Result<Arc<Partition>, NodeError> {
         let topic = parse_topic(name)?;
         let dir = self.partition_dir(name, index);
@@ -161,6 +238,7 @@ impl Node {
             topic_id.to_owned(),
             dir.clone(),
             config.resolve(&self.defaults),
+            replication_factor,
         )?;
         if read_topic_id(&dir).is_none() {
             write_topic_id(&dir, topic_id)?;

@@ -18,7 +18,9 @@
 //! - `tests`: step-by-step simulations of KIP-101's two scenarios and KIP-279's double
 //!   failover over a model log.
 
+pub mod alter;
 mod epoch_cache;
+pub mod fetcher;
 mod hw;
 mod isr;
 mod truncation;

@@ -14,6 +14,7 @@ use cairn_proto::v1::{
     position::Position as PositionKind,
 };
 use futures::Stream;
+use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,8 @@ use super::error::{batch_status, invalid_argument, reason, status};
 use crate::metadata::Quorum;
 use crate::node::{Node, Partition};
 
+/// Most produce requests of one stream waiting for their ISR at once.
+const MAX_PIPELINED: usize = 64;
 /// Default fetch size when a request leaves `max_bytes` unset.
 const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 /// A subscription re-checks that its partition still exists at least this often.
@@ -116,10 +119,14 @@ impl BrokerService {
             .collect()
     }
 
-    async fn produce_one(
-        &self,
-        mut req: pb::ProduceRequest,
-    ) -> Result<pb::ProduceResponse, Status> {
+    async fn produce_one(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse, Status> {
+        self.append_one(req).await?.replicated().await
+    }
+
+    /// The first half of a produce: validates and appends, in request order. The second half,
+    /// [`Appended::replicated`], waits for the ISR (acks=all) and may overlap with later
+    /// appends on the same stream.
+    async fn append_one(&self, mut req: pb::ProduceRequest) -> Result<Appended, Status> {
         let acks = Acks::try_from(req.acks)
             .map_err(|_| invalid_argument("acks", format!("unknown acks value {}", req.acks)))?;
         let p = self.node.partition(&req.topic, req.partition)?;
@@ -134,14 +141,22 @@ impl BrokerService {
                     }
                 }
             });
-            return Ok(pb::ProduceResponse {
-                base_offset: -1,
-                last_offset: -1,
-                record_count: 0,
-                log_start_offset: -1,
+            return Ok(Appended {
+                response: pb::ProduceResponse {
+                    base_offset: -1,
+                    last_offset: -1,
+                    record_count: 0,
+                    log_start_offset: -1,
+                },
+                wait: None,
             });
         }
-        // With one replica, "the leader has it" and "every in-sync replica has it" coincide.
+        let all = matches!(acks, Acks::All | Acks::Unspecified);
+        // acks=all is refused up front, before anything is written, when the ISR is too small.
+        if all {
+            p.check_min_isr()?;
+        }
+        let epoch = p.leader_epoch();
         let mut response = pb::ProduceResponse {
             base_offset: -1,
             ..Default::default()
@@ -155,7 +170,11 @@ impl BrokerService {
             response.record_count += (info.last_offset - info.base_offset + 1) as u32;
         }
         response.log_start_offset = p.log_start_offset();
-        Ok(response)
+        let timeout = Duration::from_millis(self.node.config().replication.acks_all_timeout_ms);
+        Ok(Appended {
+            response,
+            wait: all.then_some((p, epoch, timeout)),
+        })
     }
 
     fn fetch_bytes(&self, requested: u32) -> usize {
@@ -193,6 +212,26 @@ fn record_format(value: i32) -> Result<RecordFormat, Status> {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// A produce whose batches are in the leader's log, with what acks=all still waits for.
+struct Appended {
+    response: pb::ProduceResponse,
+    /// For acks=all: the partition, the leader epoch the batches were written at, and how
+    /// long to wait for the ISR.
+    wait: Option<(Arc<Partition>, i32, Duration)>,
+}
+
+impl Appended {
+    /// Waits until every in-sync replica has the batches (acks=all); a leader replaced in the
+    /// meantime answers NOT_LEADER and acknowledges nothing.
+    async fn replicated(self) -> Result<pb::ProduceResponse, Status> {
+        if let Some((p, epoch, timeout)) = self.wait {
+            p.wait_replicated(self.response.last_offset, epoch, timeout)
+                .await?;
+        }
+        Ok(self.response)
+    }
+}
+
 #[tonic::async_trait]
 impl Broker for BrokerService {
     async fn produce(
@@ -216,41 +255,60 @@ impl Broker for BrokerService {
         let service = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            // Appends happen in stream order; acks=all waits overlap, and answers leave in
+            // order, so a producer pipelining batches is not held to one replication round
+            // trip per batch.
+            let mut waiting = FuturesOrdered::new();
+            let mut open = true;
             loop {
-                let next = tokio::select! {
-                    next = incoming.message() => next,
-                    () = service.shutdown.cancelled() => return,
-                };
-                let item = match next {
-                    Ok(Some(item)) => item,
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
+                tokio::select! {
+                    next = incoming.message(), if open && waiting.len() < MAX_PIPELINED => {
+                        let item = match next {
+                            Ok(Some(item)) => item,
+                            Ok(None) => {
+                                open = false;
+                                continue;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        };
+                        let correlation_id = item.correlation_id;
+                        let appended = match item.request {
+                            None => Err(invalid_argument(
+                                "request",
+                                "each stream message needs a `request`",
+                            )),
+                            Some(req) => service.append_one(req).await,
+                        };
+                        waiting.push_back(async move {
+                            let answer = match appended {
+                                Ok(a) => a.replicated().await,
+                                Err(e) => Err(e),
+                            };
+                            (correlation_id, answer)
+                        });
                     }
-                };
-                let correlation_id = item.correlation_id;
-                let answer = match item.request {
-                    None => Err(invalid_argument(
-                        "request",
-                        "each stream message needs a `request`",
-                    )),
-                    Some(req) => service.produce_one(req).await,
-                };
-                let response = match answer {
-                    Ok(r) => pb::ProduceStreamResponse {
-                        correlation_id,
-                        response: Some(r),
-                        error: None,
-                    },
-                    Err(s) => pb::ProduceStreamResponse {
-                        correlation_id,
-                        response: None,
-                        error: Some(convert::error_status(&s)),
-                    },
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
+                    Some((correlation_id, answer)) = waiting.next(), if !waiting.is_empty() => {
+                        let response = match answer {
+                            Ok(r) => pb::ProduceStreamResponse {
+                                correlation_id,
+                                response: Some(r),
+                                error: None,
+                            },
+                            Err(s) => pb::ProduceStreamResponse {
+                                correlation_id,
+                                response: None,
+                                error: Some(convert::error_status(&s)),
+                            },
+                        };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                    () = service.shutdown.cancelled() => return,
+                    else => return,
                 }
             }
         });

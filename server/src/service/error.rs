@@ -51,6 +51,16 @@ pub mod reason {
     pub const NOT_CONTROLLER: &str = "NOT_CONTROLLER";
     /// A broker heartbeat carried an epoch the controller no longer knows: register again.
     pub const STALE_BROKER_EPOCH: &str = "STALE_BROKER_EPOCH";
+    /// The ISR is smaller than `min_insync_replicas`.
+    pub const NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
+    /// The ISR did not confirm an acks=all write in time.
+    pub const REQUEST_TIMED_OUT: &str = "REQUEST_TIMED_OUT";
+    /// The caller knows a newer leader epoch: the answering broker is a stale leader.
+    pub const FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
+    /// The caller's leader epoch is older than the leader's: refresh the metadata.
+    pub const UNKNOWN_LEADER_EPOCH: &str = "UNKNOWN_LEADER_EPOCH";
+    /// The calling broker holds no replica of the partition.
+    pub const NOT_A_REPLICA: &str = "NOT_A_REPLICA";
     /// The cluster metadata refused a change that conflicts with its current state.
     pub const METADATA_CONFLICT: &str = "METADATA_CONFLICT";
     /// The cluster metadata cannot take writes right now (election, shutdown).
@@ -155,6 +165,79 @@ impl From<NodeError> for Status {
                 }
                 status(Code::FailedPrecondition, reason::NOT_LEADER, message, &meta)
             }
+            NodeError::NotEnoughReplicas {
+                topic,
+                partition,
+                isr,
+                min,
+            } => status(
+                Code::Unavailable,
+                reason::NOT_ENOUGH_REPLICAS,
+                message,
+                &[
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
+                    ("isr_size", isr.to_string()),
+                    ("min_insync_replicas", min.to_string()),
+                ],
+            ),
+            NodeError::ReplicationTimeout {
+                topic,
+                partition,
+                offset,
+                ..
+            } => status(
+                Code::DeadlineExceeded,
+                reason::REQUEST_TIMED_OUT,
+                message,
+                &[
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
+                    ("offset", offset.to_string()),
+                ],
+            ),
+            NodeError::FencedLeaderEpoch {
+                topic,
+                partition,
+                given,
+                current,
+            }
+            | NodeError::UnknownLeaderEpoch {
+                topic,
+                partition,
+                given,
+                current,
+            } => {
+                let reason = if given > current {
+                    reason::FENCED_LEADER_EPOCH
+                } else {
+                    reason::UNKNOWN_LEADER_EPOCH
+                };
+                status(
+                    Code::FailedPrecondition,
+                    reason,
+                    message,
+                    &[
+                        ("topic", topic),
+                        ("partition", partition.to_string()),
+                        ("leader_epoch", current.to_string()),
+                    ],
+                )
+            }
+            NodeError::NotAReplica {
+                topic,
+                partition,
+                broker,
+            } => status(
+                Code::PermissionDenied,
+                reason::NOT_A_REPLICA,
+                message,
+                &[
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
+                    ("broker_id", broker.to_string()),
+                ],
+            ),
             NodeError::ResourceExhausted(_) => status(
                 Code::ResourceExhausted,
                 reason::RESOURCE_EXHAUSTED,

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod error;
 pub mod oversize;
 pub mod raft;
+pub mod replication;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,6 +92,7 @@ pub async fn serve(
     let cancel = CancellationToken::new();
     let quorum = Arc::clone(controller.quorum());
     let (registered, registration) = tokio::sync::watch::channel(None);
+    let isr = crate::replication::alter::IsrUpdater::new(Arc::clone(&controller));
     let background = [
         tokio::spawn(Arc::clone(&node).run_upkeep(cancel.clone())),
         tokio::spawn(Arc::clone(&node).run_reconcile(registration, cancel.clone())),
@@ -100,6 +102,12 @@ pub async fn serve(
             node.advertised_address(),
             node.config().cluster.clone(),
             registered,
+            cancel.clone(),
+        )),
+        tokio::spawn(crate::replication::alter::run_isr_checks(
+            Arc::clone(&node),
+            Arc::clone(&isr),
+            node.config().replication.replica_lag_time_max_ms,
             cancel.clone(),
         )),
     ];
@@ -153,6 +161,7 @@ pub async fn serve(
         .add_service(admin)
         .add_service(raft::RaftService::new(quorum.raft().clone()).into_server())
         .add_service(controller::ControllerService::new(Arc::clone(&controller)).into_server())
+        .add_service(replication::ReplicationService::new(Arc::clone(&node), isr).into_server())
         .serve_with_incoming_shutdown(incoming, drain);
     // hyper's own graceful shutdown also waits for clients to close idle connections, which
     // a client may never do; Cairn waits for running requests only, and at most DRAIN_TIMEOUT.
@@ -177,6 +186,7 @@ pub async fn serve(
     for task in background {
         let _ = task.await;
     }
+    node.stop_fetchers();
     quorum.shutdown().await;
     let flush_node = Arc::clone(&node);
     let _ = tokio::task::spawn_blocking(move || flush_node.flush_all()).await;

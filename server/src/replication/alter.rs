@@ -1,0 +1,130 @@
+//! ISR changes, from the partition leader to the controller (Kafka's AlterPartition).
+//!
+//! A leader proposes a new ISR when a follower catches up (on its fetch) or falls behind
+//! `replica_lag_time_max_ms` (checked periodically). The proposal goes to the controller: in
+//! place when this broker is the controller, otherwise over the internal `cairn.v1.Controller`
+//! service. Until the change comes back through the metadata, the leader keeps computing its
+//! high watermark over the committed ISR, which is always safe: a joining follower is not yet
+//! required, a leaving one still is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cairn_proto::v1::{self as pb, controller_client::ControllerClient};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metadata::{BrokerId, Controller};
+use crate::node::{Node, Partition};
+
+/// Sends ISR proposals to the controller.
+#[derive(Debug)]
+pub struct IsrUpdater {
+    controller: Arc<Controller>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl IsrUpdater {
+    /// An updater reaching the controller through `controller`'s quorum view.
+    pub fn new(controller: Arc<Controller>) -> Arc<Self> {
+        Arc::new(Self {
+            controller,
+            channels: Mutex::default(),
+        })
+    }
+
+    /// Proposes `isr` for `partition` in the background; a failure clears the proposal so the
+    /// next check makes it again.
+    pub fn propose(self: &Arc<Self>, partition: Arc<Partition>, isr: Vec<BrokerId>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let epoch = partition.leader_epoch();
+            match this.send(&partition, epoch, isr.clone()).await {
+                Ok(()) => tracing::info!(
+                    topic = %partition.topic,
+                    partition = partition.index,
+                    ?isr,
+                    "ISR change committed"
+                ),
+                Err(e) => {
+                    tracing::warn!(
+                        topic = %partition.topic,
+                        partition = partition.index,
+                        ?isr,
+                        error = %e,
+                        "ISR change failed"
+                    );
+                    partition.isr_proposal_failed();
+                }
+            }
+        });
+    }
+
+    async fn send(&self, p: &Partition, epoch: i32, isr: Vec<BrokerId>) -> Result<(), String> {
+        let quorum = self.controller.quorum();
+        let me = quorum.id();
+        if quorum.is_controller() {
+            return self
+                .controller
+                .alter_isr(p.topic.as_str(), p.index, me, epoch, isr)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        }
+        let controller = quorum.controller().ok_or("no controller elected")?;
+        let addr = quorum
+            .broker_addr(controller)
+            .ok_or("the controller's address is unknown")?;
+        let channel = {
+            let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+            match map.get(&addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Endpoint::from_shared(format!("http://{addr}"))
+                        .map_err(|e| e.to_string())?
+                        .connect_timeout(Duration::from_secs(2))
+                        .timeout(Duration::from_secs(10))
+                        .connect_lazy();
+                    map.insert(addr.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        ControllerClient::new(channel)
+            .alter_isr(pb::AlterIsrRequest {
+                topic: p.topic.to_string(),
+                partition: p.index,
+                leader_id: me,
+                leader_epoch: epoch,
+                isr,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    }
+}
+
+/// Every `lag_max / 2`, proposes dropping followers that fell behind from the ISRs of the
+/// partitions this broker leads. Returns when `shutdown` fires.
+pub async fn run_isr_checks(
+    node: Arc<Node>,
+    updater: Arc<IsrUpdater>,
+    lag_max_ms: u64,
+    shutdown: CancellationToken,
+) {
+    let lag = i64::try_from(lag_max_ms).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(Duration::from_millis((lag_max_ms / 2).max(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for p in node.led_partitions() {
+            if let Some(isr) = p.isr_proposal(lag) {
+                updater.propose(p, isr);
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Partition replication with real broker processes (DESIGN.md §5, §9 invariants 1 and 2):
+//! leaders SIGKILLed while a producer writes with acks=all, and afterwards every acknowledged
+//! record is read back exactly once at the offset it was acknowledged at, offsets are dense, and
+//! the replicas' logs agree byte for byte below the high watermark.
+//!
+//! The producer here does not retry a failed send (the client is built with one attempt and
+//! re-created after a failure): without the idempotent producer, a retry of a batch whose answer
+//! was lost would legitimately write it twice. Values are unique, so a duplicate, a gap or a lost
+//! acknowledged value all show.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use cairn_client::{Client, ConsumerConfig, NewTopic, ProducerConfig, ProducerRecord, SeekTo};
+use cairn_proto::v1::DescribeTopicRequest;
+use cairn_tests::{TestCluster, wait_for};
+use tokio::sync::Mutex;
+
+/// Fast failure detection, so each failover takes a few seconds.
+const CONFIG: &str = "\
+[cluster]
+broker_heartbeat_interval_ms = 500
+broker_session_timeout_ms = 3000
+
+[replication]
+replica_lag_time_max_ms = 5000
+";
+
+const TOPIC: &str = "ledger";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Leader, epoch and ISR of partition 0 as broker `via` describes it.
+async fn partition_state(cluster: &TestCluster, via: u32) -> Option<(u32, i32, Vec<u32>, i64)> {
+    let mut admin = cluster.admin(via);
+    let call = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() });
+    let topic = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .ok()?
+        .ok()?
+        .into_inner()
+        .topic?;
+    let p = topic.partitions.first()?;
+    Some((p.leader_id, p.leader_epoch, p.isr.clone(), p.high_watermark))
+}
+
+/// Waits until a live broker other than `old` leads partition 0; returns it.
+async fn wait_new_leader(cluster: &TestCluster, old: u32) -> Result<u32> {
+    wait_for("a new partition leader", WAIT, || async {
+        for id in cluster.answering() {
+            if let Some((leader, ..)) = partition_state(cluster, id).await
+                && leader != 0
+                && leader != old
+                && cluster.answering().contains(&leader)
+            {
+                return Some(leader);
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Waits until the ISR of partition 0 holds all three brokers (as the controller says).
+async fn wait_full_isr(cluster: &TestCluster) -> Result<u32> {
+    wait_for("all three replicas in sync", WAIT, || async {
+        let controller = cluster
+            .describe_cluster(cluster.answering()[0])
+            .await
+            .ok()?
+            .controller_id;
+        let (leader, _, mut isr, _) = partition_state(cluster, controller).await?;
+        isr.sort_unstable();
+        (isr == [1, 2, 3]).then_some(leader)
+    })
+    .await
+}
+
+/// Acknowledged values: value → offset.
+type Acked = Arc<Mutex<HashMap<String, i64>>>;
+
+/// Produces unique values with acks=all until `stop`, recording what was acknowledged. A failed
+/// send is not retried; the client is rebuilt so it finds the new leader.
+async fn produce(bootstrap: Vec<String>, acked: Acked, stop: Arc<AtomicBool>) -> Result<u64> {
+    let mut next = 0u64;
+    let mut failures = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let client = match Client::builder()
+            .brokers(bootstrap.clone())
+            .retries(1)
+            .request_timeout(Duration::from_secs(10))
+            .build()
+            .await
+        {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let producer = client.producer(ProducerConfig::default());
+        while !stop.load(Ordering::Relaxed) {
+            let sends: Vec<_> = (0..20)
+                .map(|_| {
+                    next += 1;
+                    let value = format!("value-{next:08}");
+                    let send =
+                        producer.send(ProducerRecord::new(TOPIC, value.clone()).partition(0));
+                    async move { (value, send.await) }
+                })
+                .collect();
+            let results = futures::future::join_all(sends).await;
+            let mut failed = false;
+            {
+                let mut acked = acked.lock().await;
+                for (value, result) in results {
+                    match result {
+                        Ok(meta) => {
+                            acked.insert(value, meta.offset);
+                        }
+                        Err(_) => failed = true,
+                    }
+                }
+            }
+            if failed {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                break;
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// Every batch of partition 0 in `data_dir` below `hw`, as bytes, from the segment files.
+fn committed_bytes(data_dir: &Path, hw: i64) -> Result<Vec<u8>> {
+    let dir = data_dir.join(format!("{TOPIC}-0"));
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let mut out = Vec::new();
+    for path in logs {
+        let bytes = bytes::Bytes::from(std::fs::read(&path)?);
+        for batch in cairn_batch::batches(&bytes) {
+            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            let header = cairn_batch::peek_header(&batch)?;
+            let last = header.base_offset + i64::from(header.last_offset_delta);
+            if last < hw {
+                out.extend_from_slice(&batch);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_leader_kills() -> Result<()> {
+    let mut cluster = TestCluster::start(3, Some(CONFIG))?;
+    cluster.wait_brokers_alive(&[1, 2, 3]).await?;
+    let client = cluster.client().await?;
+    client
+        .admin()
+        .create_topic(NewTopic::new(TOPIC, 1).replication_factor(3))
+        .await?;
+    wait_full_isr(&cluster).await?;
+
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = tokio::spawn(produce(
+        cluster.bootstrap(),
+        Arc::clone(&acked),
+        Arc::clone(&stop),
+    ));
+    // Waits for `more` acknowledgements than there are now.
+    let grow = |more: usize| {
+        let acked = Arc::clone(&acked);
+        async move {
+            let target = acked.lock().await.len() + more;
+            wait_for("acknowledged records", WAIT, || async {
+                (acked.lock().await.len() >= target).then_some(())
+            })
+            .await
+        }
+    };
+
+    // Kill the leader; bring it back; wait until it is in sync again.
+    grow(200).await?;
+    let leader = wait_full_isr(&cluster).await?;
+    cluster.kill(leader);
+    let second = wait_new_leader(&cluster, leader).await?;
+    grow(200).await?;
+    cluster.restart(leader)?;
+    wait_full_isr(&cluster).await?;
+
+    // Twice in a row: kill the leader, bring it back, and kill the broker that took over as
+    // soon as it leads, while the first is still catching up (two of three down at once would
+    // also take the metadata quorum down). The third broker, the only in-sync replica left,
+    // must hold everything acknowledged.
+    let first_kill = wait_full_isr(&cluster).await?;
+    grow(200).await?;
+    cluster.kill(first_kill);
+    let next = wait_new_leader(&cluster, first_kill).await?;
+    cluster.restart(first_kill)?;
+    cluster.kill(next);
+    let survivor = cluster
+        .ids()
+        .find(|&id| id != first_kill && id != next)
+        .context("three brokers")?;
+    wait_for("the survivor leads", WAIT, || async {
+        let (leader, ..) = partition_state(&cluster, survivor).await?;
+        (leader == survivor).then_some(())
+    })
+    .await?;
+    grow(100).await?;
+    cluster.restart(next)?;
+    wait_full_isr(&cluster).await?;
+    grow(200).await?;
+    ensure!(second != 0);
+
+    stop.store(true, Ordering::Relaxed);
+    let failures = producer.await??;
+    let acked = acked.lock().await.clone();
+
+    // Every acknowledged value exactly once, at its offset; offsets dense from 0.
+    let leader = wait_full_isr(&cluster).await?;
+    let (_, _, _, hw) = partition_state(&cluster, leader)
+        .await
+        .context("describing the partition")?;
+    let client = cluster.client().await?;
+    let mut consumer = client.consumer(ConsumerConfig::default());
+    consumer.assign(TOPIC, 0..1);
+    consumer.seek(TOPIC, 0, SeekTo::Earliest).await?;
+    let mut seen: HashMap<String, i64> = HashMap::new();
+    let mut expected_offset = 0;
+    while expected_offset < hw {
+        for r in consumer.next_batch().await? {
+            ensure!(
+                r.offset == expected_offset,
+                "offset {} after {}: offsets are not dense",
+                r.offset,
+                expected_offset - 1
+            );
+            expected_offset += 1;
+            let value = String::from_utf8(r.value.to_vec())?;
+            if let Some(first) = seen.insert(value.clone(), r.offset) {
+                bail!("{value} is stored twice, at {first} and {}", r.offset);
+            }
+        }
+    }
+    for (value, offset) in &acked {
+        match seen.get(value) {
+            Some(o) if o == offset => {}
+            Some(o) => bail!("{value} was acknowledged at {offset} but is stored at {o}"),
+            None => bail!("{value} was acknowledged at {offset} but is lost"),
+        }
+    }
+
+    // The replicas agree byte for byte below the high watermark.
+    for id in cluster.ids().collect::<Vec<_>>() {
+        cluster.stop(id)?;
+    }
+    let reference = committed_bytes(cluster.broker(1).data_dir(), hw)?;
+    ensure!(!reference.is_empty(), "nothing committed");
+    for id in [2, 3] {
+        let other = committed_bytes(cluster.broker(id).data_dir(), hw)?;
+        ensure!(
+            other == reference,
+            "broker {id}'s log differs from broker 1's below the high watermark {hw}"
+        );
+    }
+    eprintln!(
+        "{} acknowledged, {} stored below hw {hw}, {failures} failed rounds",
+        acked.len(),
+        seen.len()
+    );
+    Ok(())
+}
