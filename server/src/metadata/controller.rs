@@ -308,6 +308,29 @@ impl Controller {
         Ok(committed)
     }
 
+    /// Allocates a block of `count` producer ids to `broker`; returns the first.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError::NotController`], a refusal, or Raft unavailable.
+    pub async fn allocate_producer_ids(
+        &self,
+        broker: BrokerId,
+        count: u32,
+    ) -> Result<i64, ControllerError> {
+        self.ensure_controller()?;
+        match self
+            .write(MetadataCommand::AllocateProducerIds { broker, count })
+            .await?
+            .response
+        {
+            MetadataResponse::ProducerIds { first, .. } => Ok(first),
+            other => Err(ControllerError::Unavailable(format!(
+                "producer id allocation answered {other:?}"
+            ))),
+        }
+    }
+
     /// The session a heartbeat grants.
     pub fn session(&self) -> Duration {
         self.session

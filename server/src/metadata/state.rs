@@ -18,6 +18,9 @@ use crate::topic::{TopicConfig, TopicName};
 mod error;
 pub use error::ApplyError;
 
+/// The largest block of producer ids one allocation may take.
+pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
+
 /// A broker's id, as named on its command line.
 pub type BrokerId = u32;
 
@@ -69,6 +72,10 @@ pub struct ClusterState {
     topics: BTreeMap<String, TopicRecord>,
     /// Bumped by every accepted command; lets a broker tell whether its cached view is current.
     version: u64,
+    /// The next producer id the cluster hands out (idempotent producers); ids are allocated to
+    /// brokers in blocks, never twice.
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 /// A change to the cluster metadata, proposed by the controller through Raft.
@@ -96,6 +103,8 @@ pub enum MetadataCommand {
     },
     /// Deletes a topic and all its partitions.
     DeleteTopic { name: String },
+    /// Gives `broker` the next `count` producer ids (a block it hands to idempotent producers).
+    AllocateProducerIds { broker: BrokerId, count: u32 },
     /// Appends partitions to an existing topic.
     CreatePartitions {
         name: String,
@@ -127,6 +136,12 @@ pub enum MetadataResponse {
     BrokerRegistered { epoch: u64, version: u64 },
     /// The partition has a new leader at `leader_epoch`.
     LeaderElected { leader_epoch: i32, version: u64 },
+    /// Producer ids `first..first + count` belong to the asking broker.
+    ProducerIds {
+        first: i64,
+        count: u32,
+        version: u64,
+    },
 }
 
 impl ClusterState {
@@ -174,6 +189,9 @@ impl ClusterState {
                 assignment,
             } => self.create_topic(name, topic_id, config, assignment),
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
+            MetadataCommand::AllocateProducerIds { broker, count } => {
+                self.allocate_producer_ids(*broker, *count)
+            }
             MetadataCommand::CreatePartitions {
                 name,
                 new_assignments,
@@ -321,6 +339,33 @@ impl ClusterState {
             },
         );
         self.applied()
+    }
+
+    fn allocate_producer_ids(
+        &mut self,
+        broker: BrokerId,
+        count: u32,
+    ) -> Result<MetadataResponse, ApplyError> {
+        if !self.brokers.contains_key(&broker) {
+            return Err(ApplyError::UnknownBroker(broker));
+        }
+        if count == 0 || count > MAX_PRODUCER_ID_BLOCK {
+            return Err(ApplyError::InvalidProducerIdBlock(count));
+        }
+        let first = self.next_producer_id;
+        self.next_producer_id = first
+            .checked_add(i64::from(count))
+            .ok_or(ApplyError::ProducerIdsExhausted)?;
+        Ok(MetadataResponse::ProducerIds {
+            first,
+            count,
+            version: self.bump(),
+        })
+    }
+
+    /// The next producer id the cluster will hand out.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
     }
 
     fn delete_topic(&mut self, name: &str) -> Result<MetadataResponse, ApplyError> {

@@ -85,4 +85,19 @@ impl pb::controller_server::Controller for ControllerService {
             metadata_index: committed.index,
         }))
     }
+
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<pb::AllocateProducerIdsRequest>,
+    ) -> Result<Response<pb::AllocateProducerIdsResponse>, Status> {
+        let req = request.into_inner();
+        let first = self
+            .controller
+            .allocate_producer_ids(req.broker_id, req.count)
+            .await?;
+        Ok(Response::new(pb::AllocateProducerIdsResponse {
+            first_producer_id: first,
+            count: req.count,
+        }))
+    }
 }

@@ -10,6 +10,12 @@ use super::BrokerId;
 /// Why a command was refused. The state is unchanged; each variant names what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ApplyError {
+    /// A producer id block must hold between 1 and `MAX_PRODUCER_ID_BLOCK` ids.
+    #[error("a producer id block of {0} ids is not allowed")]
+    InvalidProducerIdBlock(u32),
+    /// Every producer id was handed out (after 2^63 of them).
+    #[error("producer ids are exhausted")]
+    ProducerIdsExhausted,
     /// A cluster id must be non-empty.
     #[error("the cluster id is empty")]
     EmptyClusterId,

@@ -86,6 +86,20 @@ fn refused_commands_change_nothing() {
         ),
         (C::FenceBroker { id: 9 }, ApplyError::UnknownBroker(9)),
         (
+            C::AllocateProducerIds {
+                broker: 9,
+                count: 10,
+            },
+            ApplyError::UnknownBroker(9),
+        ),
+        (
+            C::AllocateProducerIds {
+                broker: 1,
+                count: 0,
+            },
+            ApplyError::InvalidProducerIdBlock(0),
+        ),
+        (
             C::InitCluster {
                 cluster_id: String::new(),
             },
@@ -426,4 +440,18 @@ fn the_cluster_id_is_set_once() {
         }),
         Err(ApplyError::ClusterIdSet("c1".into()))
     );
+}
+
+#[test]
+fn producer_id_blocks_never_overlap() {
+    let mut s = base();
+    let mut blocks = Vec::new();
+    for (broker, count) in [(1, 1000), (2, 10), (1, 1000)] {
+        match s.apply(&C::AllocateProducerIds { broker, count }) {
+            Ok(MetadataResponse::ProducerIds { first, count, .. }) => blocks.push((first, count)),
+            other => panic!("allocation answered {other:?}"),
+        }
+    }
+    assert_eq!(blocks, [(0, 1000), (1000, 10), (1010, 1000)]);
+    assert_eq!(s.next_producer_id(), 2010);
 }
