@@ -5,6 +5,8 @@
 //! after the lock is released (see `group_commit`). This module adds methods to `Log` and knows
 //! nothing the rest of `log` does not.
 
+use std::convert::Infallible;
+
 use bytes::Bytes;
 use cairn_batch::{BatchError, BatchHeader};
 
@@ -21,6 +23,27 @@ impl Log {
     /// [`LogError::BatchTooLarge`] or [`LogError::InvalidBatch`] (nothing written);
     /// [`LogError::Failed`]; [`LogError::TruncatedBeforeDurable`].
     pub fn append(&self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_with(batch, leader_epoch, |_| Ok::<(), Infallible>(()), |_| {})
+            .map(|r| r.unwrap_or_else(|never| match never {}))
+    }
+
+    /// [`append`](Self::append) with a caller's check and bookkeeping run under the log's write
+    /// lock, so that both are atomic with the write with respect to every other append of this
+    /// log (the partition's idempotent-producer check uses it). `admit` sees the header as it
+    /// will be stored (base offset and epoch stamped) before anything is written; its refusal
+    /// comes back as `Ok(Err(refusal))` with nothing written. `appended` runs once the batch is
+    /// written. Neither runs while an fsync is waited for.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append).
+    pub fn append_with<R>(
+        &self,
+        batch: Bytes,
+        leader_epoch: i32,
+        admit: impl FnOnce(&BatchHeader) -> std::result::Result<(), R>,
+        appended: impl FnOnce(&BatchHeader),
+    ) -> Result<std::result::Result<AppendInfo, R>> {
         let max = self.config.max_batch_bytes;
         if batch.len() > max {
             return Err(LogError::BatchTooLarge {
@@ -32,15 +55,19 @@ impl Log {
         let (info, generation, rolled) = {
             let mut state = self.write_state();
             self.check_failed()?;
-            let rolled = self.roll_if_needed(&mut state, batch.len() as u64, 1)?;
             header.base_offset = state.end();
             header.leader_epoch = leader_epoch;
+            if let Err(refusal) = admit(&header) {
+                return Ok(Err(refusal));
+            }
+            let rolled = self.roll_if_needed(&mut state, batch.len() as u64, 1)?;
             if let Err(e) = state.active.append_stamped(batch, &header) {
                 return Err(self.fail(e));
             }
+            appended(&header);
             (info_of(&[header]), self.commit.generation(), rolled)
         };
-        self.after_append(info, generation, rolled)
+        self.after_append(info, generation, rolled).map(Ok)
     }
 
     /// Appends batches a leader already stamped (a follower's fetch result): several may be
@@ -51,6 +78,21 @@ impl Log {
     /// As [`append`](Self::append), and [`LogError::NonContiguous`] if the first batch does not
     /// start at the log end or the batches skip offsets. Nothing is written on a refusal.
     pub fn append_replicated(&self, batches: Bytes) -> Result<AppendInfo> {
+        self.append_replicated_with(batches, |_| {})
+    }
+
+    /// [`append_replicated`](Self::append_replicated), running `appended` with the batches'
+    /// headers once they are written, still under the log's write lock (so the caller's
+    /// bookkeeping follows the log's order).
+    ///
+    /// # Errors
+    ///
+    /// As [`append_replicated`](Self::append_replicated).
+    pub fn append_replicated_with(
+        &self,
+        batches: Bytes,
+        appended: impl FnOnce(&[BatchHeader]),
+    ) -> Result<AppendInfo> {
         let headers = self.validate_chunk(&batches)?;
         let Some(first) = headers.first() else {
             let end = self.log_end_offset();
@@ -71,6 +113,7 @@ impl Log {
                 });
             }
             let rolled = self.write_chunks(&mut state, &batches, &headers)?;
+            appended(&headers);
             (self.commit.generation(), rolled)
         };
         self.after_append(info_of(&headers), generation, rolled)

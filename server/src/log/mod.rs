@@ -273,6 +273,11 @@ impl Log {
         self.read_state().end()
     }
 
+    /// Base offset of the active segment: it changes when the log rolls.
+    pub fn active_base_offset(&self) -> i64 {
+        self.read_state().active.base_offset()
+    }
+
     /// Every offset below this is on stable storage.
     pub fn durable_offset(&self) -> i64 {
         self.commit.durable()

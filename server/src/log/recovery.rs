@@ -29,6 +29,8 @@ use super::time_index::TimeEntry;
 /// Files other layers keep in a partition directory (the replica's topic id, its leader-epoch
 /// checkpoint); recovery leaves them alone without a warning.
 pub const SIDE_FILES: &[&str] = &["partition.json", "leader-epoch-checkpoint"];
+/// Files named `*<this>` are the node's too (producer-state snapshots, `<offset>.snapshot`).
+pub const SIDE_FILE_SUFFIX: &str = ".snapshot";
 
 /// Name of the recovery-point file: 8-byte big-endian offset, then its CRC-32.
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -261,7 +263,9 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
                 info!(path = %path.display(), "removing leftover temporary file");
                 fs::remove_file(&path).map_err(LogError::io("cannot remove", &path))?;
             }
-            None if name == RECOVERY_POINT_FILE || SIDE_FILES.contains(&name) => {}
+            None if name == RECOVERY_POINT_FILE
+                || SIDE_FILES.contains(&name)
+                || name.ends_with(SIDE_FILE_SUFFIX) => {}
             None => warn!(path = %path.display(), "ignoring unexpected file in partition"),
         }
     }

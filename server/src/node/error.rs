@@ -93,6 +93,15 @@ pub enum NodeError {
         partition: u32,
         broker: u32,
     },
+    /// The idempotent-producer state refused a batch (sequence gap, fenced epoch, unknown
+    /// producer); nothing was written.
+    #[error("partition {topic}-{partition}: {source}")]
+    Producer {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: super::producers::SequenceError,
+    },
     /// A request field is out of range.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },

@@ -14,6 +14,7 @@
 
 mod error;
 mod partition;
+pub mod producers;
 mod reconcile;
 mod registry;
 mod replica;

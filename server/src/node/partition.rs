@@ -24,6 +24,7 @@ use crate::replication::LeaderEpochCache;
 use crate::topic::{TopicConfig, TopicName};
 
 use super::NodeError;
+use super::producers::{ProducerStateManager, Refusal};
 use super::replica::ReplicaSet;
 
 /// A partition of a topic, open on this broker.
@@ -55,6 +56,8 @@ pub struct Partition {
     replicas: Mutex<ReplicaSet>,
     /// Smallest ISR that accepts an acks=all produce.
     min_insync_replicas: u32,
+    /// Idempotent producers' sequences (checked and recorded under the log's write lock).
+    producers: Arc<ProducerStateManager>,
 }
 
 /// Locks a mutex, taking over a poisoned one (its data is still consistent: every critical
@@ -84,6 +87,7 @@ impl Partition {
         };
         let log = Log::open(&dir, config.log_config()).map_err(log_error)?;
         let epochs = open_epochs(&dir, &log).map_err(log_error)?;
+        let producers = ProducerStateManager::open(&log).map_err(log_error)?;
         let (high_watermark, _) = watch::channel(log.log_start_offset());
         let (log_end, _) = watch::channel(log.log_end_offset());
         let min_insync_replicas = config
@@ -103,6 +107,7 @@ impl Partition {
             epochs: Mutex::new(epochs),
             replicas: Mutex::new(ReplicaSet::default()),
             min_insync_replicas,
+            producers: Arc::new(producers),
         })
     }
 
@@ -114,11 +119,15 @@ impl Partition {
         }
     }
 
-    /// Appends one producer batch, returning once the fsync policy is satisfied.
+    /// Appends one producer batch, returning once the fsync policy is satisfied. A batch of an
+    /// idempotent producer is checked against the producer's sequence first, atomically with the
+    /// write (see `producers`): a retry of one of its last batches is not written again and
+    /// answers with the offsets it was first written at.
     ///
     /// # Errors
     ///
-    /// [`NodeError::Log`] with the log's reason (invalid batch, too large, failed storage).
+    /// [`NodeError::Log`] with the log's reason (invalid batch, too large, failed storage);
+    /// [`NodeError::Producer`] for a sequence or epoch the producer state refuses.
     ///
     /// # Cancel safety
     ///
@@ -129,11 +138,42 @@ impl Partition {
         // segment, and the roll fsyncs the sealed segment (up to a gigabyte of dirty pages).
         // One thread hop per batch is small beside writing the batch.
         let log = Arc::clone(&self.log);
+        let producers = Arc::clone(&self.producers);
         let epoch = self.leader_epoch();
-        let info = tokio::task::spawn_blocking(move || log.append(batch, epoch))
-            .await
-            .expect("log append does not panic")
-            .map_err(|e| self.log_error(e))?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = log.append_with(
+                batch,
+                epoch,
+                |h| producers.admit(h),
+                |h| producers.record(std::slice::from_ref(h)),
+            );
+            producers.snapshot_if_rolled(&log);
+            outcome
+        })
+        .await
+        .expect("log append does not panic")
+        .map_err(|e| self.log_error(e))?;
+        let info = match outcome {
+            Ok(info) => info,
+            Err(Refusal::Duplicate {
+                base_offset,
+                last_offset,
+            }) => {
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    max_timestamp: -1,
+                    log_end_offset: self.log.log_end_offset(),
+                });
+            }
+            Err(Refusal::Sequence(source)) => {
+                return Err(NodeError::Producer {
+                    topic: self.topic.to_string(),
+                    partition: self.index,
+                    source,
+                });
+            }
+        };
         self.log_end_advanced(info.log_end_offset);
         self.advance_high_watermark();
         Ok(info)
@@ -477,10 +517,15 @@ impl Partition {
                 .map(|h| (h.leader_epoch, h.base_offset))
                 .collect();
             let log = Arc::clone(&self.log);
-            let info = tokio::task::spawn_blocking(move || log.append_replicated(batches))
-                .await
-                .expect("log append does not panic")
-                .map_err(|e| self.log_error(e))?;
+            let producers = Arc::clone(&self.producers);
+            let info = tokio::task::spawn_blocking(move || {
+                let info = log.append_replicated_with(batches, |hs| producers.record(hs));
+                producers.snapshot_if_rolled(&log);
+                info
+            })
+            .await
+            .expect("log append does not panic")
+            .map_err(|e| self.log_error(e))?;
             {
                 let mut epochs = lock(&self.epochs);
                 for (epoch, base) in headers {
@@ -506,10 +551,15 @@ impl Partition {
     /// The log's error.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, NodeError> {
         let log = Arc::clone(&self.log);
-        tokio::task::spawn_blocking(move || log.truncate_to(offset))
-            .await
-            .expect("log truncation does not panic")
-            .map_err(|e| self.log_error(e))?;
+        let producers = Arc::clone(&self.producers);
+        tokio::task::spawn_blocking(move || {
+            log.truncate_to(offset)?;
+            // The producer state must forget the batches cut away.
+            producers.rebuild(&log)
+        })
+        .await
+        .expect("log truncation does not panic")
+        .map_err(|e| self.log_error(e))?;
         let leo = self.log.log_end_offset();
         lock(&self.epochs).truncate_from_end(leo);
         self.log_end.send_replace(leo);
@@ -531,10 +581,14 @@ impl Partition {
     /// The log's error.
     pub async fn reset_to(&self, offset: i64) -> Result<(), NodeError> {
         let log = Arc::clone(&self.log);
-        tokio::task::spawn_blocking(move || log.reset_to(offset))
-            .await
-            .expect("log reset does not panic")
-            .map_err(|e| self.log_error(e))?;
+        let producers = Arc::clone(&self.producers);
+        tokio::task::spawn_blocking(move || {
+            log.reset_to(offset)?;
+            producers.reset(offset)
+        })
+        .await
+        .expect("log reset does not panic")
+        .map_err(|e| self.log_error(e))?;
         // An empty log has no epochs.
         lock(&self.epochs).truncate_from_end(i64::MIN);
         self.log_end.send_replace(offset);
@@ -578,6 +632,7 @@ impl Partition {
             .map_err(|e| self.log_error(e))?;
         if deleted > 0 {
             lock(&self.epochs).truncate_from_start(self.log.log_start_offset());
+            self.producers.expire_before(self.log.log_start_offset());
         }
         Ok(deleted)
     }
@@ -597,7 +652,10 @@ impl Partition {
     ///
     /// [`NodeError::Log`] if the fsync failed.
     pub fn flush(&self) -> Result<(), NodeError> {
-        self.log.flush().map_err(|e| self.log_error(e))
+        self.log.flush().map_err(|e| self.log_error(e))?;
+        // Saves the next open a replay of the active segment's batch headers.
+        self.producers.snapshot_now(&self.log);
+        Ok(())
     }
 }
 

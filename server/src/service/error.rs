@@ -13,6 +13,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::log::LogError;
 use crate::metadata::{ApplyError, ControllerError};
 use crate::node::NodeError;
+use crate::node::producers::SequenceError;
 
 /// Domain of every Cairn `ErrorInfo`.
 pub const DOMAIN: &str = "cairn.v1";
@@ -61,6 +62,14 @@ pub mod reason {
     pub const UNKNOWN_LEADER_EPOCH: &str = "UNKNOWN_LEADER_EPOCH";
     /// The calling broker holds no replica of the partition.
     pub const NOT_A_REPLICA: &str = "NOT_A_REPLICA";
+    /// An idempotent producer's batch does not continue its sequence (a gap, or older than
+    /// the batches the partition remembers); nothing was written.
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: &str = "OUT_OF_ORDER_SEQUENCE_NUMBER";
+    /// An idempotent producer's epoch is older than the partition's: it was fenced.
+    pub const INVALID_PRODUCER_EPOCH: &str = "INVALID_PRODUCER_EPOCH";
+    /// The partition knows no state for the producer and the batch does not start at
+    /// sequence 0: the producer must start over.
+    pub const UNKNOWN_PRODUCER_ID: &str = "UNKNOWN_PRODUCER_ID";
     /// The cluster metadata refused a change that conflicts with its current state.
     pub const METADATA_CONFLICT: &str = "METADATA_CONFLICT";
     /// The cluster metadata cannot take writes right now (election, shutdown).
@@ -238,6 +247,11 @@ impl From<NodeError> for Status {
                     ("broker_id", broker.to_string()),
                 ],
             ),
+            NodeError::Producer {
+                topic,
+                partition,
+                source,
+            } => producer_status(&topic, partition, source, message),
             NodeError::ResourceExhausted(_) => status(
                 Code::ResourceExhausted,
                 reason::RESOURCE_EXHAUSTED,
@@ -252,6 +266,48 @@ impl From<NodeError> for Status {
             }
         }
     }
+}
+
+/// An idempotent producer's batch refused by the partition's producer state: FAILED_PRECONDITION
+/// (the request is well formed; the partition's state does not allow it).
+fn producer_status(topic: &str, partition: u32, e: SequenceError, message: String) -> Status {
+    let mut meta = vec![
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+    ];
+    let reason = match e {
+        SequenceError::OutOfOrder {
+            producer_id,
+            epoch,
+            expected,
+            got,
+        } => {
+            meta.push(("producer_id", producer_id.to_string()));
+            meta.push(("producer_epoch", epoch.to_string()));
+            meta.push(("expected_sequence", expected.to_string()));
+            meta.push(("sequence", got.to_string()));
+            reason::OUT_OF_ORDER_SEQUENCE_NUMBER
+        }
+        SequenceError::InvalidEpoch {
+            producer_id,
+            epoch,
+            current,
+        } => {
+            meta.push(("producer_id", producer_id.to_string()));
+            meta.push(("producer_epoch", epoch.to_string()));
+            meta.push(("current_epoch", current.to_string()));
+            reason::INVALID_PRODUCER_EPOCH
+        }
+        SequenceError::UnknownProducer {
+            producer_id,
+            sequence,
+        } => {
+            meta.push(("producer_id", producer_id.to_string()));
+            meta.push(("sequence", sequence.to_string()));
+            reason::UNKNOWN_PRODUCER_ID
+        }
+    };
+    status(Code::FailedPrecondition, reason, message, &meta)
 }
 
 fn log_status(topic: &str, partition: u32, e: LogError) -> Status {
