@@ -130,6 +130,9 @@ pub struct TopicConfig {
     pub max_message_bytes: Option<u32>,
     /// Smallest ISR that accepts an acks=all write.
     pub min_insync_replicas: Option<u32>,
+    /// Whether a live replica outside the ISR may lead when no in-sync replica is alive
+    /// (Kafka's `unclean.leader.election.enable`; loses acknowledged records). Default false.
+    pub unclean_leader_election: Option<bool>,
 }
 
 /// Smallest allowed segment: a batch header and then some, so tests can roll often.
@@ -147,6 +150,9 @@ impl TopicConfig {
             fsync_interval_ms: self.fsync_interval_ms.or(defaults.fsync_interval_ms),
             max_message_bytes: self.max_message_bytes.or(defaults.max_message_bytes),
             min_insync_replicas: self.min_insync_replicas.or(defaults.min_insync_replicas),
+            unclean_leader_election: self
+                .unclean_leader_election
+                .or(defaults.unclean_leader_election),
         }
     }
 
@@ -226,6 +232,7 @@ pub fn default_topic_config() -> TopicConfig {
         max_message_bytes: Some((1 << 20) + cairn_batch::HEADER_LEN as u32),
         // Unset: each partition takes `default_min_insync` of its replication factor.
         min_insync_replicas: None,
+        unclean_leader_election: Some(false),
     }
 }
 

@@ -139,17 +139,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!(%addr, data_dir = %data_dir.display(), "broker started; joining the cluster");
         // Tests and scripts read this line to learn the port and that the broker is ready: it
-        // is printed once the broker is registered and unfenced (for a cluster broker, once a
-        // quorum of voters is up).
-        let alive = quorum.alive(node.id());
+        // is printed once this run of the broker registered and was unfenced (for a cluster
+        // broker, once a quorum of voters is up). The metadata replayed from disk says nothing
+        // about this run.
+        let (registered, mut registration) =
+            tokio::sync::watch::channel::<Option<crate::metadata::lease::Registered>>(None);
         let shown = data_dir.display().to_string();
+        let ready_quorum = Arc::clone(&quorum);
         tokio::spawn(async move {
-            if alive.await {
+            let Ok(r) = registration.wait_for(Option::is_some).await.map(|r| *r) else {
+                return;
+            };
+            let epoch = r.map_or(0, |r| r.epoch);
+            if ready_quorum.alive_at(ready_quorum.id(), epoch).await {
                 println!("cairn listening on {addr} (data in {shown})");
                 tracing::info!(%addr, "broker ready");
             }
         });
-        service::serve(listener, node, controller, shutdown_signal())
+        service::serve(listener, node, controller, registered, shutdown_signal())
             .await
             .context("serving")
     })

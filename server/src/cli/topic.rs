@@ -263,6 +263,10 @@ fn config_entries(c: &TopicConfig) -> Vec<(&'static str, Option<String>)> {
             "min_insync_replicas",
             c.min_insync_replicas.map(|v| v.to_string()),
         ),
+        (
+            "unclean_leader_election",
+            c.unclean_leader_election.map(|v| v.to_string()),
+        ),
     ]
 }
 
@@ -289,6 +293,9 @@ fn parse_configs(entries: &[String]) -> anyhow::Result<TopicConfig> {
             "min_insync_replicas" => {
                 c.min_insync_replicas = Some(value.parse().with_context(bad)?);
             }
+            "unclean_leader_election" => {
+                c.unclean_leader_election = Some(value.parse().with_context(bad)?);
+            }
             "fsync" | "fsync_policy" => {
                 let policy = match value {
                     "always" => FsyncPolicy::Always,
@@ -301,7 +308,7 @@ fn parse_configs(entries: &[String]) -> anyhow::Result<TopicConfig> {
             _ => bail!(
                 "unknown config key {key:?}; known keys: retention_ms, retention_bytes, \
                  segment_bytes, segment_ms, fsync, fsync_interval_ms, max_message_bytes, \
-                 min_insync_replicas"
+                 min_insync_replicas, unclean_leader_election"
             ),
         }
     }

@@ -231,13 +231,20 @@ impl Controller {
         Ok(committed)
     }
 
-    /// Renews a broker's lease and unfences it if it was fenced.
+    /// Renews a broker's lease and unfences it if it was fenced; or, for a broker that wants
+    /// to shut down, fences it at once, which moves its leaderships to other live in-sync
+    /// replicas (controlled shutdown). Returns whether the broker is now fenced.
     ///
     /// # Errors
     ///
     /// [`ControllerError::NotController`], [`ControllerError::StaleBrokerEpoch`], or Raft
-    /// unavailable while unfencing.
-    pub async fn heartbeat(&self, id: BrokerId, epoch: u64) -> Result<(), ControllerError> {
+    /// unavailable while fencing or unfencing.
+    pub async fn heartbeat(
+        &self,
+        id: BrokerId,
+        epoch: u64,
+        want_shutdown: bool,
+    ) -> Result<bool, ControllerError> {
         self.ensure_controller()?;
         let fenced = {
             let view = self.quorum.view();
@@ -257,12 +264,22 @@ impl Controller {
             }
             broker.fenced
         };
+        if want_shutdown {
+            if !fenced {
+                self.write(MetadataCommand::FenceBroker { id }).await?;
+                tracing::info!(
+                    broker = id,
+                    "controlled shutdown: fenced the broker and moved its leaderships"
+                );
+            }
+            return Ok(true);
+        }
         self.renew(id);
         if fenced {
             self.write(MetadataCommand::UnfenceBroker { id }).await?;
             tracing::info!(broker = id, "unfenced broker");
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Changes a partition's ISR on behalf of its leader, at the leader's epoch.

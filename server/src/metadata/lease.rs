@@ -36,13 +36,19 @@ pub struct Registered {
     pub index: u64,
 }
 
-/// Registers and heartbeats until `shutdown`; publishes each registration on `registered`.
+/// How long a stopping broker keeps asking the controller to fence it.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Registers and heartbeats until `leave` fires, publishing each registration on
+/// `registered`; then, if registered, asks the controller to fence this broker now (controlled
+/// shutdown: its leaderships move to other in-sync replicas) and returns once the controller
+/// did, or after [`LEAVE_TIMEOUT`].
 pub async fn run(
     quorum: Arc<Quorum>,
     addr: String,
     cluster: ClusterConfig,
     registered: watch::Sender<Option<Registered>>,
-    shutdown: CancellationToken,
+    leave: CancellationToken,
 ) {
     let mut lease = Lease {
         quorum,
@@ -82,9 +88,26 @@ pub async fn run(
             },
         };
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = leave.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
+    }
+    let Some(epoch) = epoch else { return };
+    let leaving = async {
+        loop {
+            match lease.leave(epoch).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "controlled shutdown not acknowledged yet");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(LEAVE_TIMEOUT, leaving).await.is_err() {
+        tracing::warn!(
+            "the controller did not acknowledge the controlled shutdown; stopping anyway"
+        );
     }
 }
 
@@ -191,11 +214,21 @@ impl Lease {
     }
 
     async fn heartbeat(&mut self, epoch: u64) -> Result<(), Failure> {
+        self.send_heartbeat(epoch, false).await
+    }
+
+    /// Asks to be fenced now (controlled shutdown).
+    async fn leave(&mut self, epoch: u64) -> Result<(), Failure> {
+        self.send_heartbeat(epoch, true).await
+    }
+
+    async fn send_heartbeat(&mut self, epoch: u64, want_shutdown: bool) -> Result<(), Failure> {
         let target = self.target().ok_or(Failure::NoTarget)?;
         let mut client = self.client(&target)?;
         let request = pb::BrokerHeartbeatRequest {
             broker_id: self.quorum.id(),
             broker_epoch: epoch,
+            want_shutdown,
         };
         match client.broker_heartbeat(request).await {
             Ok(_) => Ok(()),

@@ -278,6 +278,20 @@ impl Quorum {
         }
     }
 
+    /// Resolves once broker `id` is unfenced at registration `epoch` or later (true), or when
+    /// Raft stops (false).
+    pub async fn alive_at(&self, id: BrokerId, epoch: u64) -> bool {
+        let mut rx = self.view.clone();
+        rx.wait_for(|v| {
+            v.state
+                .brokers()
+                .get(&id)
+                .is_some_and(|b| !b.fenced && b.epoch >= epoch)
+        })
+        .await
+        .is_ok()
+    }
+
     /// Stops Raft.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {

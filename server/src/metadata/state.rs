@@ -269,20 +269,24 @@ impl ClusterState {
     }
 
     /// For a broker just fenced: moves its leaderships to live in-sync replicas (bumping the
-    /// leader epoch) and drops it from every ISR it is not the last member of.
+    /// leader epoch) and drops it from every ISR it is not the last member of. A partition left
+    /// with no live in-sync replica has no leader, unless its topic allows unclean election:
+    /// then a live replica outside the ISR leads, alone in a new ISR.
     fn step_down(&mut self, id: BrokerId) {
         let brokers = &self.brokers;
-        for p in self
-            .topics
-            .values_mut()
-            .flat_map(|t| t.partitions.iter_mut())
-        {
-            if p.isr.len() > 1 {
-                p.isr.retain(|&b| b != id);
-            }
-            if p.leader == Some(id) {
-                p.leader = first_live_in_sync(p, brokers);
-                p.leader_epoch += 1;
+        for t in self.topics.values_mut() {
+            let unclean = t.config.unclean_leader_election == Some(true);
+            for p in &mut t.partitions {
+                if p.isr.len() > 1 {
+                    p.isr.retain(|&b| b != id);
+                }
+                if p.leader == Some(id) {
+                    p.leader = first_live_in_sync(p, brokers);
+                    if p.leader.is_none() && unclean {
+                        elect_unclean(p, brokers);
+                    }
+                    p.leader_epoch += 1;
+                }
             }
         }
     }
@@ -293,14 +297,21 @@ impl ClusterState {
             .get_mut(&id)
             .ok_or(ApplyError::UnknownBroker(id))?;
         broker.fenced = false;
-        for p in self
-            .topics
-            .values_mut()
-            .flat_map(|t| t.partitions.iter_mut())
-        {
-            if p.leader.is_none() && p.isr.contains(&id) {
-                p.leader = Some(id);
-                p.leader_epoch += 1;
+        let brokers = &self.brokers;
+        for t in self.topics.values_mut() {
+            let unclean = t.config.unclean_leader_election == Some(true);
+            for p in &mut t.partitions {
+                if p.leader.is_some() {
+                    continue;
+                }
+                if p.isr.contains(&id) {
+                    p.leader = Some(id);
+                    p.leader_epoch += 1;
+                } else if unclean && p.replicas.contains(&id) {
+                    // No in-sync replica is alive (else it would lead): an unclean election.
+                    elect_unclean(p, brokers);
+                    p.leader_epoch += 1;
+                }
             }
         }
         self.applied()
@@ -519,6 +530,20 @@ impl ClusterState {
         }
         p.isr = isr.to_vec();
         self.applied()
+    }
+}
+
+/// Unclean election: the first live replica leads, alone in the ISR (records only the old ISR
+/// had are lost). Leaves the partition leaderless if no replica is alive.
+fn elect_unclean(p: &mut PartitionRecord, brokers: &BTreeMap<BrokerId, BrokerRecord>) {
+    if let Some(b) = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|b| brokers.get(b).is_some_and(|r| !r.fenced))
+    {
+        p.leader = Some(b);
+        p.isr = vec![b];
     }
 }
 

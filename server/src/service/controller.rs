@@ -57,11 +57,12 @@ impl pb::controller_server::Controller for ControllerService {
         request: Request<pb::BrokerHeartbeatRequest>,
     ) -> Result<Response<pb::BrokerHeartbeatResponse>, Status> {
         let req = request.into_inner();
-        self.controller
-            .heartbeat(req.broker_id, req.broker_epoch)
+        let fenced = self
+            .controller
+            .heartbeat(req.broker_id, req.broker_epoch, req.want_shutdown)
             .await?;
         Ok(Response::new(pb::BrokerHeartbeatResponse {
-            fenced: false,
+            fenced,
             lease_ms: u64::try_from(self.controller.session().as_millis()).unwrap_or(u64::MAX),
         }))
     }

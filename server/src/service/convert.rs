@@ -168,6 +168,7 @@ pub fn topic_config(c: Option<pb::TopicConfig>) -> Result<TopicConfig, Status> {
         fsync_interval_ms: c.fsync_interval_ms,
         max_message_bytes: c.max_message_bytes,
         min_insync_replicas: c.min_insync_replicas,
+        unclean_leader_election: c.unclean_leader_election,
     })
 }
 
@@ -187,6 +188,7 @@ pub fn topic_config_pb(c: &TopicConfig) -> pb::TopicConfig {
         fsync_interval_ms: c.fsync_interval_ms,
         max_message_bytes: c.max_message_bytes,
         min_insync_replicas: c.min_insync_replicas,
+        unclean_leader_election: c.unclean_leader_election,
     }
 }
 
@@ -196,7 +198,14 @@ pub fn topic_description(info: &TopicInfo) -> pb::TopicDescription {
     pb::TopicDescription {
         name: info.name.to_string(),
         topic_id: info.record.topic_id.clone(),
-        config: Some(topic_config_pb(&info.effective)),
+        config: Some(topic_config_pb(&TopicConfig {
+            min_insync_replicas: info.effective.min_insync_replicas.or_else(|| {
+                Some(crate::node::default_min_insync(
+                    info.replication_factor() as usize
+                ))
+            }),
+            ..info.effective.clone()
+        })),
         replication_factor: info.replication_factor(),
         partitions: info
             .partitions

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::metadata::Controller;
+use crate::metadata::lease::Registered;
 use crate::node::Node;
+use tokio::sync::watch;
 
 pub use admin::AdminService;
 pub use broker::BrokerService;
@@ -86,24 +88,26 @@ pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
     controller: Arc<Controller>,
+    registered: watch::Sender<Option<Registered>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let limits = node.config().limits.clone();
     let cancel = CancellationToken::new();
     let quorum = Arc::clone(controller.quorum());
-    let (registered, registration) = tokio::sync::watch::channel(None);
+    let registration = registered.subscribe();
     let isr = crate::replication::alter::IsrUpdater::new(Arc::clone(&controller));
+    let leave = CancellationToken::new();
+    let lease = tokio::spawn(crate::metadata::lease::run(
+        Arc::clone(&quorum),
+        node.advertised_address(),
+        node.config().cluster.clone(),
+        registered,
+        leave.clone(),
+    ));
     let background = [
         tokio::spawn(Arc::clone(&node).run_upkeep(cancel.clone())),
         tokio::spawn(Arc::clone(&node).run_reconcile(registration, cancel.clone())),
         tokio::spawn(Arc::clone(&controller).run(cancel.clone())),
-        tokio::spawn(crate::metadata::lease::run(
-            Arc::clone(&quorum),
-            node.advertised_address(),
-            node.config().cluster.clone(),
-            registered,
-            cancel.clone(),
-        )),
         tokio::spawn(crate::replication::alter::run_isr_checks(
             Arc::clone(&node),
             Arc::clone(&isr),
@@ -133,8 +137,11 @@ pub async fn serve(
     let drain = {
         let health = health.clone();
         let cancel = cancel.clone();
+        let node = Arc::clone(&node);
+        let quorum = Arc::clone(&quorum);
         async move {
             shutdown.await;
+            controlled_shutdown(&node, &quorum, leave, lease).await;
             tracing::info!("shutting down: draining requests");
             health
                 .set_not_serving::<BrokerServer<BrokerService>>()
@@ -192,6 +199,46 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || flush_node.flush_all()).await;
     tracing::info!("stopped");
     result.map_err(ServeError::from)
+}
+
+/// Controlled shutdown (Kafka's): if another broker is alive to take over, asks the controller
+/// to fence this broker, which moves its partition leaderships to other in-sync replicas, and
+/// waits (at most [`DRAIN_TIMEOUT`]) until this broker leads nothing, so clients move to the new
+/// leaders before this one stops answering. Then stops the lease.
+async fn controlled_shutdown(
+    node: &Node,
+    quorum: &crate::metadata::Quorum,
+    leave: CancellationToken,
+    lease: tokio::task::JoinHandle<()>,
+) {
+    let me = quorum.id();
+    let others_alive = quorum
+        .view()
+        .state
+        .brokers()
+        .iter()
+        .any(|(&id, b)| id != me && !b.fenced);
+    leave.cancel();
+    if !others_alive {
+        lease.abort();
+        return;
+    }
+    tracing::info!("controlled shutdown: handing over partition leaderships");
+    let _ = lease.await;
+    let handed_over = async {
+        while !node.led_partitions().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, handed_over)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_leading = node.led_partitions().len(),
+            "controlled shutdown: some leaderships did not move in time"
+        );
+    }
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener with its real address.

@@ -455,3 +455,54 @@ fn producer_id_blocks_never_overlap() {
     assert_eq!(blocks, [(0, 1000), (1000, 10), (1010, 1000)]);
     assert_eq!(s.next_producer_id(), 2010);
 }
+
+#[test]
+fn unclean_election_only_where_the_topic_allows_it() {
+    let mut s = base();
+    let unclean = TopicConfig {
+        unclean_leader_election: Some(true),
+        ..TopicConfig::default()
+    };
+    s.apply(&C::CreateTopic {
+        name: "u".into(),
+        topic_id: "id-u".into(),
+        config: unclean,
+        assignment: vec![vec![1, 2]],
+    })
+    .unwrap();
+    // Broker 2 leaves both ISRs (it is fenced first), then broker 1, the last in-sync replica,
+    // is fenced too; broker 2 comes back.
+    for cmd in [
+        C::FenceBroker { id: 2 },
+        C::FenceBroker { id: 1 },
+        C::UnfenceBroker { id: 2 },
+    ] {
+        s.apply(&cmd).unwrap();
+    }
+    // Topic "t" (clean): partition 0 was led by 1 with ISR [1, 3] after 2 left; 3 is alive.
+    assert_eq!(partition(&s, "t", 0).leader, Some(3));
+    // Topic "u" (unclean): ISR [1] only, 1 fenced: 2 leads alone.
+    let u = partition(&s, "u", 0);
+    assert_eq!(u.leader, Some(2));
+    assert_eq!(u.isr, vec![2]);
+
+    // The same history on a clean topic leaves it leaderless.
+    let mut s = base();
+    s.apply(&C::CreateTopic {
+        name: "c".into(),
+        topic_id: "id-c".into(),
+        config: TopicConfig::default(),
+        assignment: vec![vec![1, 2]],
+    })
+    .unwrap();
+    for cmd in [
+        C::FenceBroker { id: 2 },
+        C::FenceBroker { id: 1 },
+        C::UnfenceBroker { id: 2 },
+    ] {
+        s.apply(&cmd).unwrap();
+    }
+    let c = partition(&s, "c", 0);
+    assert_eq!(c.leader, None);
+    assert_eq!(c.isr, vec![1]);
+}
