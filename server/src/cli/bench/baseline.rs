@@ -316,6 +316,17 @@ impl Broker for NullBroker {
         Ok(Response::new(ListOffsetsResponse { offsets }))
     }
 
+    async fn init_producer_id(
+        &self,
+        _request: Request<cairn_proto::v1::InitProducerIdRequest>,
+    ) -> Result<Response<cairn_proto::v1::InitProducerIdResponse>, Status> {
+        // Stores nothing, so checks no sequence: any id will do.
+        Ok(Response::new(cairn_proto::v1::InitProducerIdResponse {
+            producer_id: 0,
+            producer_epoch: 0,
+        }))
+    }
+
     async fn metadata(
         &self,
         _request: Request<MetadataRequest>,

@@ -82,6 +82,13 @@ pub(crate) struct Workload {
     /// Concurrent producer tasks, each with its own producer.
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// Replicas per partition when the bench creates the topic.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: u32,
+    /// Produce at most this many records per second in all (0: as fast as possible), to
+    /// measure latency below saturation.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Bytes a consumer asks for per fetch.
     #[arg(long, default_value_t = 1 << 20)]
     fetch_bytes: u32,
@@ -155,7 +162,8 @@ async fn ensure_topic(client: &Client, w: &Workload) -> anyhow::Result<()> {
     if client.partition_count(&w.topic).await.is_ok() {
         return Ok(());
     }
-    let topic = cairn_client::NewTopic::new(&w.topic, w.partitions);
+    let topic = cairn_client::NewTopic::new(&w.topic, w.partitions)
+        .replication_factor(w.replication_factor);
     match client.admin().create_topic(topic).await {
         Ok(_) | Err(cairn_client::Error::TopicAlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("creating topic {:?}", w.topic)),

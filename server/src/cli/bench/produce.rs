@@ -44,6 +44,8 @@ pub(crate) async fn run(client: &Client, w: &Workload, bar: ProgressBar) -> anyh
         // Unanswered records per task: enough to fill batches, few enough that every send
         // finds room in the producer's buffer at once.
         window: ((32usize << 20) / (w.record_size + 64)).clamp(64, 50_000),
+        // Each task paces itself to its share of `--rate`.
+        interval: (w.rate > 0).then(|| Duration::from_secs_f64(w.producers as f64 / w.rate as f64)),
     });
     let config = ProducerConfig {
         linger: Duration::from_millis(w.linger_ms),
@@ -94,6 +96,8 @@ struct Shared {
     topic: String,
     bar: ProgressBar,
     window: usize,
+    /// With `--rate`: the time between two sends of one task.
+    interval: Option<Duration>,
 }
 
 impl Shared {
@@ -121,7 +125,27 @@ async fn produce_task(
         acked += 1;
         Ok(())
     };
+    let started = tokio::time::Instant::now();
     while shared.claim() {
+        if let Some(interval) = shared.interval {
+            // Paced: sleep until this send's slot (sleeping only when at least 1 ms ahead, so
+            // high rates do not pay a timer per record).
+            // Acks that arrive meanwhile are recorded at once, so pacing adds no latency.
+            let due = started + interval.mul_f64(sent as f64);
+            if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+                let sleep = tokio::time::sleep_until(due);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        Some(r) = pending.next(), if !pending.is_empty() => {
+                            record(r)?;
+                            shared.bar.inc(1);
+                        }
+                    }
+                }
+            }
+        }
         if pending.len() >= shared.window
             && let Some(r) = pending.next().await
         {
