@@ -297,6 +297,29 @@ pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
     buf[EPOCH_OFFSET..EPOCH_OFFSET + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// A copy of the batch `buf` (exactly one batch) carrying new idempotent-producer fields, with
+/// its CRC recomputed (the fields lie inside the CRC's range). For a producer re-sending a batch
+/// the broker refused unwritten, under a new producer id.
+///
+/// # Panics
+///
+/// If `buf` is shorter than a header: callers pass batches they encoded.
+pub fn with_producer(
+    buf: &[u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Bytes {
+    assert!(buf.len() >= HEADER_LEN, "with_producer needs a whole batch");
+    let mut out = buf.to_vec();
+    out[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    out[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    out[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32fast::hash(&out[CRC_START..]);
+    out[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
 /// Splits one record's bytes off the cursor.
 pub(crate) fn read_record_span<'a>(
     cursor: &mut Cursor<'a>,

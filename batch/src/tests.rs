@@ -67,6 +67,23 @@ fn stamping_keeps_the_crc_valid_and_shifts_offsets() {
 }
 
 #[test]
+fn with_producer_rewrites_the_fields_and_the_crc() {
+    let mut b = BatchBuilder::new().producer(9, 3, 100);
+    for r in sample() {
+        b.push(&r);
+    }
+    let original = b.finish();
+    let moved = with_producer(&original, 11, 0, 0);
+    let h = validate(&moved, usize::MAX).unwrap();
+    assert_eq!(
+        (h.producer_id, h.producer_epoch, h.base_sequence),
+        (11, 0, 0)
+    );
+    assert_eq!(records_of(&moved), records_of(&original));
+    assert_eq!(moved[HEADER_LEN..], original[HEADER_LEN..]);
+}
+
+#[test]
 fn producer_fields_are_carried() {
     let mut b = BatchBuilder::new().producer(9, 3, 100);
     b.push(&rec(1, None, "x", &[]));

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cairn_batch::{BatchBuilder, Record};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
@@ -26,10 +25,12 @@ pub(crate) struct Ack {
     pub _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// A sealed batch, ready to send: the encoded bytes and one [`Ack`] per record, in order.
+/// A sealed batch, ready to send: its records, encoded but without the header (the sender
+/// sets the idempotent producer's id and sequence when it first sends the batch, then
+/// finishes it), and one [`Ack`] per record, in order.
 #[derive(Debug)]
 pub(crate) struct Sealed {
-    pub bytes: Bytes,
+    pub builder: BatchBuilder,
     pub acks: Vec<Ack>,
 }
 
@@ -89,7 +90,7 @@ impl Accumulator {
         let builder = std::mem::replace(&mut self.builder, Self::builder(self.batch_bytes));
         self.opened = None;
         Some(Sealed {
-            bytes: builder.finish(),
+            builder,
             acks: std::mem::take(&mut self.acks),
         })
     }
@@ -98,6 +99,7 @@ impl Accumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn record(value_len: usize) -> Record {
         Record {
@@ -128,17 +130,21 @@ mod tests {
         sealed.extend(acc.seal());
         assert!(sealed.len() > 5);
         let mut total = 0;
-        for s in &sealed {
-            assert!(s.bytes.len() <= limit, "batch of {} bytes", s.bytes.len());
-            let decoded: Vec<_> = cairn_batch::records(&s.bytes).collect();
-            assert_eq!(decoded.len(), s.acks.len());
+        let sealed: Vec<(Bytes, usize)> = sealed
+            .into_iter()
+            .map(|s| (s.builder.finish(), s.acks.len()))
+            .collect();
+        for (bytes, acks) in &sealed {
+            assert!(bytes.len() <= limit, "batch of {} bytes", bytes.len());
+            let decoded: Vec<_> = cairn_batch::records(bytes).collect();
+            assert_eq!(decoded.len(), *acks);
             assert!(decoded.iter().all(|r| r.is_ok()));
-            total += s.acks.len();
+            total += acks;
         }
         assert_eq!(total, 100);
         // Every batch but the last was full: one more record would not have fitted.
-        for s in &sealed[..sealed.len() - 1] {
-            assert!(s.bytes.len() + 100 > limit);
+        for (bytes, _) in &sealed[..sealed.len() - 1] {
+            assert!(bytes.len() + 100 > limit);
         }
     }
 

@@ -139,6 +139,32 @@ pub enum Error {
         #[source]
         source: cairn_batch::BatchError,
     },
+    /// An idempotent producer's batch was refused unwritten because it does not continue the
+    /// producer's sequence on that partition (reason `OUT_OF_ORDER_SEQUENCE_NUMBER`), or the
+    /// partition does not know the producer (`UNKNOWN_PRODUCER_ID`: it expired with its
+    /// batches, or the partition lost them). The producer handles these itself (see
+    /// [`ProducerConfig::idempotence`](crate::ProducerConfig::idempotence)); a record fails
+    /// with one only when its batch was refused for good.
+    #[error("producer sequence refused ({reason}): {message}")]
+    OutOfOrderSequence {
+        /// `OUT_OF_ORDER_SEQUENCE_NUMBER` or `UNKNOWN_PRODUCER_ID`.
+        reason: String,
+        /// What the broker (or the producer) said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The partition knows a newer epoch of this producer id (reason `INVALID_PRODUCER_EPOCH`):
+    /// another producer instance fenced this one.
+    #[error("producer fenced: {message}")]
+    ProducerFenced {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
     /// Any other status from the broker.
     #[error("{code} ({reason}): {message}")]
     Status {
@@ -205,6 +231,12 @@ impl Error {
             "NOT_ENOUGH_REPLICAS" => Self::NotEnoughReplicas { message, status },
             "RESOURCE_EXHAUSTED" => Self::ResourceExhausted { message, status },
             "STORAGE_ERROR" => Self::Storage { message, status },
+            "OUT_OF_ORDER_SEQUENCE_NUMBER" | "UNKNOWN_PRODUCER_ID" => Self::OutOfOrderSequence {
+                reason,
+                message,
+                status,
+            },
+            "INVALID_PRODUCER_EPOCH" => Self::ProducerFenced { message, status },
             _ if code == Code::InvalidArgument => Self::InvalidArgument {
                 reason,
                 message,
@@ -247,6 +279,12 @@ impl Error {
         }
     }
 
+    /// Whether the broker refused an idempotent batch without writing it because of its
+    /// sequence (`OUT_OF_ORDER_SEQUENCE_NUMBER`, `UNKNOWN_PRODUCER_ID`).
+    pub(crate) fn is_sequence_refusal(&self) -> bool {
+        matches!(self, Self::OutOfOrderSequence { .. })
+    }
+
     /// Whether the error says the topic or partition is missing, which may only mean that
     /// metadata has not reached every broker yet.
     pub fn is_unknown_topic_or_partition(&self) -> bool {
@@ -269,6 +307,8 @@ impl Error {
             | Self::ResourceExhausted { status, .. }
             | Self::Storage { status, .. }
             | Self::Transport { status, .. }
+            | Self::OutOfOrderSequence { status, .. }
+            | Self::ProducerFenced { status, .. }
             | Self::Status { status, .. } => status.as_deref(),
             _ => None,
         }
@@ -412,6 +452,17 @@ mod tests {
             }),
             (Code::Internal, "STORAGE_ERROR", |e| {
                 matches!(e, Error::Storage { .. }) && !e.is_retriable()
+            }),
+            (
+                Code::FailedPrecondition,
+                "OUT_OF_ORDER_SEQUENCE_NUMBER",
+                |e| e.is_sequence_refusal() && !e.is_retriable(),
+            ),
+            (Code::FailedPrecondition, "UNKNOWN_PRODUCER_ID", |e| {
+                e.is_sequence_refusal() && !e.is_retriable()
+            }),
+            (Code::FailedPrecondition, "INVALID_PRODUCER_EPOCH", |e| {
+                matches!(e, Error::ProducerFenced { .. }) && !e.is_retriable()
             }),
             (
                 Code::PermissionDenied,

@@ -37,7 +37,7 @@
 //!   [`RecordMetadata`]. Batches per partition by `linger` and `batch_bytes`; one dispatcher
 //!   task, and one sender task per partition pipelining batches on a `ProduceStream`.
 //!   - `accumulator`: one partition's open batch (sync, tested without a broker).
-//!   - `sender`: one partition's stream, in-flight window and retries.
+//!   - `sender`: one partition's stream, in-flight window, retries and sequences.
 //!   - [`partitioner`](Partitioning): Kafka-compatible murmur2 for keys; sticky or round-robin
 //!     without one.
 //! - [`consumer`](Consumer): the simple [`Consumer`] (assign + seek), a `Stream` of
@@ -48,10 +48,14 @@
 //!
 //! # Guarantees and their limits
 //!
-//! - Records sent to one partition are written in the order `send` was called, unless a batch
-//!   fails with a retriable error while later batches in flight succeed; set
-//!   [`ProducerConfig::max_in_flight`] to 1 to rule that out.
-//! - Retries can duplicate a batch whose answer was lost (no idempotent producer yet).
+//! - The producer is idempotent by default ([`ProducerConfig::idempotence`]): each batch
+//!   carries a producer id and a per-partition sequence, so a retried batch is written once
+//!   (and answered with the offsets it was first written at) and records sent to one
+//!   partition are written in the order `send` was called, retries included, with up to 5
+//!   batches in flight.
+//! - With idempotence off, retries can duplicate a batch whose answer was lost, and a batch
+//!   that fails with a retriable error while later batches in flight succeed lands after them;
+//!   set [`ProducerConfig::max_in_flight`] to 1 to rule out the reordering.
 //! - The consumer's position lives in memory; nothing is committed to the broker.
 
 #![warn(missing_docs)]

@@ -58,9 +58,22 @@ pub struct ProducerConfig {
     /// Kafka's murmur2.
     pub partitioning: Partitioning,
     /// Batches per partition sent on its `ProduceStream` before the first is answered.
-    /// Default 5. Responses come back in order; only if a batch fails with a retriable error
-    /// while later ones succeed can the retried batch land after them. Set 1 for strict order.
+    /// Default 5, and at most 5 with [`idempotence`](Self::idempotence), which keeps the order
+    /// of `send` across retries. Without idempotence, a batch that fails with a retriable
+    /// error while later ones succeed lands after them when retried: set 1 for strict order.
     pub max_in_flight: usize,
+    /// The idempotent producer (Kafka's `enable.idempotence`). Default on. The producer asks a
+    /// broker for a producer id once (lazily, before its first batch) and stamps every batch
+    /// with it and a per-partition sequence, fixed when the batch is first sent; the partition
+    /// leader writes a retried batch only once (answering with the offsets it was first written
+    /// at) and refuses gaps, so retries neither duplicate nor reorder records. Ignored with
+    /// [`Acks::None`], whose answers come before the write and so cannot report a refusal.
+    ///
+    /// If a batch fails for good (e.g. too large, or its retries are spent) or the partition
+    /// loses the producer's sequence (it expired, or an unclean leader election), that
+    /// partition starts over under a new producer id: batches the broker refused unwritten are
+    /// re-sent, batches whose outcome is unknown fail with [`Error::OutOfOrderSequence`].
+    pub idempotence: bool,
     /// Upper bound on the bytes of records sent but not yet answered; `send` waits for room.
     /// Default 64 MiB.
     pub buffer_bytes: usize,
@@ -75,6 +88,7 @@ impl Default for ProducerConfig {
             partitioning: Partitioning::Sticky,
             max_in_flight: 5,
             buffer_bytes: 64 << 20,
+            idempotence: true,
         }
     }
 }
@@ -198,10 +212,13 @@ impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let buffer_bytes = config.buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let producer_id = (config.idempotence && config.acks != Acks::None)
+            .then(sender::SharedProducerId::default);
         let dispatcher = Dispatcher {
             partitioner: Partitioner::new(config.partitioning),
             client,
             config,
+            producer_id,
             topics: HashMap::new(),
         };
         tokio::spawn(dispatcher.run(rx));
@@ -306,6 +323,8 @@ struct Dispatcher {
     client: Client,
     config: ProducerConfig,
     partitioner: Partitioner,
+    /// The producer id shared by the partitions' senders, with idempotence.
+    producer_id: Option<sender::SharedProducerId>,
     /// Topic → partition → its open batch and its sender task.
     topics: HashMap<String, HashMap<u32, Slot>>,
 }
@@ -404,6 +423,7 @@ impl Dispatcher {
                 partition,
                 self.config.acks.into(),
                 self.config.max_in_flight,
+                self.producer_id.clone(),
             ),
         });
         let sealed = slot.acc.append(record, ack, Instant::now());

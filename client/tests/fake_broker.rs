@@ -214,6 +214,16 @@ impl Broker for Fake {
         Ok(Response::new(ListOffsetsResponse { offsets }))
     }
 
+    async fn init_producer_id(
+        &self,
+        _: Request<InitProducerIdRequest>,
+    ) -> Result<Response<InitProducerIdResponse>, Status> {
+        Ok(Response::new(InitProducerIdResponse {
+            producer_id: 1,
+            producer_epoch: 0,
+        }))
+    }
+
     async fn metadata(
         &self,
         _: Request<MetadataRequest>,

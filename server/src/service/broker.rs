@@ -22,7 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::error::{batch_status, invalid_argument, reason, status};
-use crate::metadata::Quorum;
+use super::producer_ids::ProducerIds;
+use crate::metadata::{Controller, Quorum};
 use crate::node::{Node, Partition};
 
 /// Most produce requests of one stream waiting for their ISR at once.
@@ -38,6 +39,8 @@ pub struct BrokerService {
     node: Arc<Node>,
     /// The metadata quorum, for the controller's id.
     quorum: Arc<Quorum>,
+    /// Ids for idempotent producers (`InitProducerId`).
+    producer_ids: Arc<ProducerIds>,
     /// Open `Subscribe` and `ProduceStream` streams; bounded by `limits.max_open_streams`.
     streams: Arc<Semaphore>,
     /// Cancelled when the broker shuts down, so long-lived streams end and draining finishes.
@@ -45,12 +48,14 @@ pub struct BrokerService {
 }
 
 impl BrokerService {
-    /// A service over `node`; its streams end when `shutdown` is cancelled.
-    pub fn new(node: Arc<Node>, quorum: Arc<Quorum>, shutdown: CancellationToken) -> Self {
+    /// A service over `node`, taking producer ids through `controller`; its streams end when
+    /// `shutdown` is cancelled.
+    pub fn new(node: Arc<Node>, controller: Arc<Controller>, shutdown: CancellationToken) -> Self {
         let streams = Arc::new(Semaphore::new(node.config().limits.max_open_streams));
         Self {
             node,
-            quorum,
+            quorum: Arc::clone(controller.quorum()),
+            producer_ids: Arc::new(ProducerIds::new(controller)),
             streams,
             shutdown,
         }
@@ -443,6 +448,17 @@ impl Broker for BrokerService {
             });
         }
         Ok(Response::new(pb::ListOffsetsResponse { offsets }))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let producer_id = self.producer_ids.next().await?;
+        Ok(Response::new(pb::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: 0,
+        }))
     }
 
     async fn metadata(

@@ -11,6 +11,7 @@ pub mod drain;
 pub mod edge;
 pub mod error;
 pub mod oversize;
+pub mod producer_ids;
 pub mod raft;
 pub mod replication;
 
@@ -122,7 +123,7 @@ pub async fn serve(
 
     let broker = BrokerServer::new(BrokerService::new(
         Arc::clone(&node),
-        Arc::clone(&quorum),
+        Arc::clone(&controller),
         cancel.clone(),
     ))
     .max_decoding_message_size(limits.max_request_bytes)
