@@ -40,20 +40,24 @@ export CAIRN_BROKERS="127.0.0.1:$base_port,127.0.0.1:$((base_port + 1)),127.0.0.
 
 peak() { python3 -c 'import json,sys; print(int(json.loads(sys.stdin.read())["records_per_sec"]))'; }
 
+# Every run uses linger 1 ms (the client default is 5 ms, which alone sets the median latency).
+# Each topic is created and warmed up first: a new topic's first batch waits for the followers
+# to learn of the topic and start fetching, a one-off a few hundred ms long.
+bench() {
+  local topic=$1 rf=$2
+  shift 2
+  "$bin" topic create "$topic" -r "$rf" >/dev/null
+  "$bin" bench produce --topic "$topic" --records 20000 --linger-ms 1 --json >/dev/null
+  sync
+  "$bin" bench produce --topic "$topic" --linger-ms 1 --json "$@"
+}
+
 for run in $(seq "$runs"); do
-  sync
-  "$bin" bench produce --topic "rf1-$run" --replication-factor 1 --acks all \
-    --records "$records" --json
-  sync
-  "$bin" bench produce --topic "rf3-acks1-$run" --replication-factor 3 --acks leader \
-    --records "$records" --json
-  sync
-  all=$("$bin" bench produce --topic "rf3-all-$run" --replication-factor 3 --acks all \
-    --records "$records" --json)
+  bench "rf1-$run" 1 --acks all --records "$records"
+  bench "rf3-acks1-$run" 3 --acks leader --records "$records"
+  all=$(bench "rf3-all-$run" 3 --acks all --records "$records")
   echo "$all"
   half=$(( $(echo "$all" | peak) / 2 ))
-  sync
-  "$bin" bench produce --topic "rf3-all-half-$run" --replication-factor 3 --acks all \
-    --records $((half * 10)) --rate "$half" --json
-  "$bin" bench produce --baseline --records "$records" --json
+  bench "rf3-all-half-$run" 3 --acks all --records $((half * 10)) --rate "$half"
+  "$bin" bench produce --baseline --records "$records" --linger-ms 1 --json
 done
