@@ -13,6 +13,9 @@
 //!   Knows nothing of gRPC or the partition log; networking and the controller come later.
 //! - [`replication`]: partition replication's pure core — the leader-epoch cache and its
 //!   checkpoint, the high watermark, ISR shrink and expand, the follower's truncation point.
+//! - [`group`]: consumer groups' pure core (KIP-848) — the range and uniform (sticky)
+//!   assignors and one group's reconciliation state machine: epochs, revoke-before-assign,
+//!   fencing, session timeouts, static membership. No I/O, no tokio, no gRPC.
 //! - [`node`]: the topics and partitions a broker hosts, the persisted topic registry, long-poll
 //!   wake-ups and background upkeep (retention, interval flushes).
 //! - [`service`]: the gRPC edge (tonic): `cairn.v1.Broker`, `cairn.v1.Admin`, health and
@@ -21,6 +24,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod node;
