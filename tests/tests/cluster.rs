@@ -570,3 +570,58 @@ async fn the_harness_pauses_stops_kills_and_restarts_a_broker() {
     let after = cluster.describe_cluster(1).await.unwrap();
     assert_eq!(after.cluster_id, id_before, "the data directory was kept");
 }
+
+/// A broker not named among the voters joins as a learner: it registers, the controller adds it
+/// to the Raft group as a learner, and it receives all the metadata (topics created before and
+/// after it joined) without voting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outside_the_voters_joins_as_a_learner() {
+    let _serial = SERIAL.lock().await;
+    let (cluster, controller) = three_brokers().await;
+    let client = cluster.client().await.unwrap();
+    client
+        .admin()
+        .create_topic(NewTopic::new("before", 2).replication_factor(3))
+        .await
+        .unwrap();
+    let voters = cluster.voters().to_owned();
+    let learner = cairn_tests::TestBroker::start_with(&["--node-id", "4", "--voters", &voters])
+        .expect("the learner starts and registers");
+    // Asked directly (a client would spread admin calls over every broker it learns of).
+    let mut learner_admin = cairn_proto::v1::admin_client::AdminClient::connect(learner.url())
+        .await
+        .unwrap();
+    let described = wait_for("the learner in the cluster", Duration::from_secs(60), || async {
+        let d = cluster.describe_cluster(controller).await.ok()?;
+        let alive = d.brokers.iter().any(|b| b.id == 4 && b.alive);
+        (alive && d.learners.contains(&4)).then_some(d)
+    })
+    .await
+    .unwrap();
+    assert_eq!(sorted(&described.voters), [1, 2, 3]);
+    client
+        .admin()
+        .create_topic(NewTopic::new("after", 1))
+        .await
+        .unwrap();
+    for topic in ["before", "after"] {
+        let what = format!("{topic} on the learner");
+        let mut found = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while found.is_none() && Instant::now() < deadline {
+            let request = DescribeTopicRequest { name: topic.into() };
+            found = learner_admin.describe_topic(request).await.ok();
+            if found.is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert!(found.is_some(), "timed out waiting for {what}");
+    }
+    let info = learner_admin
+        .describe_cluster(cairn_proto::v1::DescribeClusterRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.learners.contains(&4), "{info:?}");
+    assert!(info.metadata_applied_index > 0);
+}
