@@ -591,11 +591,15 @@ async fn a_broker_outside_the_voters_joins_as_a_learner() {
     let mut learner_admin = cairn_proto::v1::admin_client::AdminClient::connect(learner.url())
         .await
         .unwrap();
-    let described = wait_for("the learner in the cluster", Duration::from_secs(60), || async {
-        let d = cluster.describe_cluster(controller).await.ok()?;
-        let alive = d.brokers.iter().any(|b| b.id == 4 && b.alive);
-        (alive && d.learners.contains(&4)).then_some(d)
-    })
+    let described = wait_for(
+        "the learner in the cluster",
+        Duration::from_secs(60),
+        || async {
+            let d = cluster.describe_cluster(controller).await.ok()?;
+            let alive = d.brokers.iter().any(|b| b.id == 4 && b.alive);
+            (alive && d.learners.contains(&4)).then_some(d)
+        },
+    )
     .await
     .unwrap();
     assert_eq!(sorted(&described.voters), [1, 2, 3]);
