@@ -452,3 +452,65 @@ async fn a_stopping_broker_hands_its_leaderships_over_first() -> Result<()> {
     ensure!(results.iter().all(Result::is_ok), "{results:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isr_below_min_insync_replicas_refuses_acks_all_and_writes_nothing() -> Result<()> {
+    let mut cluster = TestCluster::start(3, Some(CONFIG))?;
+    cluster.wait_brokers_alive(&[1, 2, 3]).await?;
+    let client = cluster.client().await?;
+    client
+        .admin()
+        .create_topic(NewTopic::new(TOPIC, 1).replication_factor(3).config(
+            cairn_client::TopicConfig {
+                min_insync_replicas: Some(3),
+                ..Default::default()
+            },
+        ))
+        .await?;
+    let leader = wait_full_isr(&cluster).await?;
+    let ok = produce_via(&cluster, leader, &["first".to_owned()]).await;
+    ensure!(ok.iter().all(Result::is_ok), "{ok:?}");
+    let follower = cluster
+        .ids()
+        .find(|&id| id != leader)
+        .context("a follower")?;
+    cluster.kill(follower);
+    wait_for("the ISR without the dead follower", WAIT, || async {
+        let (_, _, isr, _) = partition_state(&cluster, leader).await?;
+        (isr.len() == 2).then_some(())
+    })
+    .await?;
+    let size_before = log_size(&cluster, leader).await?;
+    let refused = produce_via(&cluster, leader, &["second".to_owned()]).await;
+    let status = match refused.into_iter().next() {
+        Some(Err(status)) => status,
+        other => bail!("acks=all with 2 of 3 in sync and min_insync_replicas 3: {other:?}"),
+    };
+    let reason = tonic_types::StatusExt::get_details_error_info(&status).map(|i| i.reason);
+    ensure!(
+        reason.as_deref() == Some("NOT_ENOUGH_REPLICAS"),
+        "{status:?}"
+    );
+    // Nothing was written: the leader's log is as long as before.
+    let (_, _, _, hw) = partition_state(&cluster, leader)
+        .await
+        .context("describe")?;
+    ensure!(hw == 1, "high watermark {hw}");
+    ensure!(
+        log_size(&cluster, leader).await? == size_before,
+        "the refused batch was written"
+    );
+    Ok(())
+}
+
+/// Bytes of partition 0's log on broker `id`.
+async fn log_size(cluster: &TestCluster, id: u32) -> Result<u64> {
+    let topic = cluster
+        .admin(id)
+        .describe_topic(DescribeTopicRequest { name: TOPIC.into() })
+        .await?
+        .into_inner()
+        .topic
+        .context("no topic")?;
+    Ok(topic.partitions.first().context("no partition")?.size_bytes)
+}
