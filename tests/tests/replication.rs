@@ -4,9 +4,9 @@
 //! the replicas' logs agree byte for byte below the high watermark.
 //!
 //! The producer here does not retry a failed send (the client is built with one attempt and
-//! re-created after a failure): without the idempotent producer, a retry of a batch whose answer
-//! was lost would legitimately write it twice. Values are unique, so a duplicate, a gap or a lost
-//! acknowledged value all show.
+//! re-created after a failure), so these tests check replication alone: a retry of a batch whose
+//! answer was lost is the idempotent producer's business (`tests/idempotence.rs`). Values are
+//! unique, so a duplicate, a gap or a lost acknowledged value all show.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -355,6 +355,12 @@ async fn a_paused_leader_acknowledges_nothing_after_it_was_replaced() -> Result<
     // Paused past its lease: fenced, replaced.
     cluster.pause(old)?;
     let new = wait_new_leader(&cluster, old).await?;
+    // The new leader itself must know it leads (another broker may have told us first).
+    wait_for("the new leader knows it leads", WAIT, || async {
+        let (leader, ..) = partition_state(&cluster, new).await?;
+        (leader == new).then_some(())
+    })
+    .await?;
     let during: Vec<String> = (0..20).map(|i| format!("during-{i}")).collect();
     ensure!(
         produce_via(&cluster, new, &during)

@@ -48,7 +48,8 @@ impl IsrUpdater {
                     "ISR change committed"
                 ),
                 Err(e) => {
-                    tracing::warn!(
+                    // Expected while a controller election runs; the next check proposes again.
+                    tracing::debug!(
                         topic = %partition.topic,
                         partition = partition.index,
                         ?isr,
