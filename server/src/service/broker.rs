@@ -265,7 +265,8 @@ impl Broker for BrokerService {
             // trip per batch.
             let mut waiting = FuturesOrdered::new();
             let mut open = true;
-            loop {
+            // Ends once the client closed its side and every answer went out.
+            while open || !waiting.is_empty() {
                 tokio::select! {
                     next = incoming.message(), if open && waiting.len() < MAX_PIPELINED => {
                         let item = match next {
@@ -313,7 +314,6 @@ impl Broker for BrokerService {
                         }
                     }
                     () = service.shutdown.cancelled() => return,
-                    else => return,
                 }
             }
         });
