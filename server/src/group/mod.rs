@@ -12,6 +12,27 @@
 //! the clock, sends each member its [`HeartbeatResponse`], persists [`GroupSnapshot`]s, and
 //! fences offset commits by member epoch.
 //!
+//! # Wiring it (not done yet)
+//!
+//! - Feed: every stream message as a [`Heartbeat`] to [`Group::heartbeat`] with the current
+//!   topic metadata (name → partition count); [`Group::update_topics`] on every metadata change;
+//!   [`Group::expire`] when a timer set to [`Group::next_deadline`] fires (re-arm after every
+//!   call).
+//! - Send: each [`HeartbeatResponse`] (epoch and full assignment; sending the assignment only
+//!   when it changed is fine); each [`GroupError`] as its error code — `UNKNOWN_MEMBER_ID` and
+//!   `FENCED_MEMBER_EPOCH` tell the member to drop everything and rejoin at epoch 0. The core is
+//!   pull-based: members see a new group epoch at their next heartbeat, so a coordinator may ask
+//!   them to heartbeat at once to speed a rebalance up.
+//! - The client must report `owned` as what it holds after applying every response, keep one
+//!   heartbeat in flight, and drop all partitions on a refusal, after a session timeout without
+//!   an answer, or when a revocation has been outstanding for the rebalance timeout.
+//! - Persist: when [`Group::version`] changed during a call, write [`Group::snapshot`] durably
+//!   before sending that call's responses; after failover [`Group::restore`] restarts every
+//!   deadline from the moment of restoring (deadlines are not persisted).
+//! - Known limits: topics are named, not identified by topic id (a topic deleted and re-created
+//!   with the same partition count between two heartbeats goes unnoticed); the uniform
+//!   assignor's balancing is at least O(members × partitions) per move, unmeasured at scale.
+//!
 //! # Layout
 //!
 //! - `types`: [`MemberId`], [`InstanceId`], [`TopicPartition`], [`Assignment`],
