@@ -42,7 +42,7 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Registers and heartbeats until `leave` fires, publishing each registration on
 /// `registered`; then, if registered, asks the controller to fence this broker now (controlled
 /// shutdown: its leaderships move to other in-sync replicas) and returns once the controller
-/// did, or after [`LEAVE_TIMEOUT`].
+/// did, or after `LEAVE_TIMEOUT` (10 s).
 pub async fn run(
     quorum: Arc<Quorum>,
     addr: String,

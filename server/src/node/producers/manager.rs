@@ -42,7 +42,7 @@ impl ProducerStateManager {
     ///
     /// # Errors
     ///
-    /// As [`snapshot::open`].
+    /// As `snapshot::open`.
     pub fn open(log: &Log) -> Result<Self, LogError> {
         let state = snapshot::open(log.dir(), log)?;
         Ok(Self {
@@ -121,7 +121,7 @@ impl ProducerStateManager {
     ///
     /// # Errors
     ///
-    /// As [`snapshot::open`]; the state is then left as it was.
+    /// As `snapshot::open`; the state is then left as it was.
     pub fn rebuild(&self, log: &Log) -> Result<(), LogError> {
         let mut last = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         let rebuilt = snapshot::open(&self.dir, log)?;
