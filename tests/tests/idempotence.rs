@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
@@ -17,16 +16,13 @@ use cairn_client::{
     Client, ConsumerConfig, NewTopic, ProducerConfig, ProducerRecord, SeekTo, TopicConfig,
 };
 use cairn_proto::v1::broker_client::BrokerClient;
-use cairn_proto::v1::{
-    Acks, DescribeTopicRequest, InitProducerIdRequest, ProduceRequest, ProduceResponse,
-};
+use cairn_proto::v1::{Acks, InitProducerIdRequest, ProduceRequest, ProduceResponse};
+use cairn_tests::partition::{Acked, PARTITION_WAIT as WAIT, wait_acked};
 use cairn_tests::{TestBroker, TestCluster, wait_for};
-use tokio::sync::Mutex;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 const TOPIC: &str = "once";
-const WAIT: Duration = Duration::from_secs(60);
 
 async fn broker_client(url: String) -> Result<BrokerClient<Channel>> {
     Ok(BrokerClient::connect(url).await?)
@@ -250,56 +246,6 @@ replica_lag_time_max_ms = 5000
 acks_all_timeout_ms = 1000
 ";
 
-/// Leader and ISR of partition 0 as broker `via` describes it.
-async fn partition_state(cluster: &TestCluster, via: u32) -> Option<(u32, Vec<u32>)> {
-    let mut admin = cluster.admin(via);
-    let call = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() });
-    let topic = tokio::time::timeout(Duration::from_secs(5), call)
-        .await
-        .ok()?
-        .ok()?
-        .into_inner()
-        .topic?;
-    let p = topic.partitions.first()?;
-    Some((p.leader_id, p.isr.clone()))
-}
-
-/// Waits until the ISR of partition 0 holds all three brokers; returns the leader.
-async fn wait_full_isr(cluster: &TestCluster) -> Result<u32> {
-    wait_for("all three replicas in sync", WAIT, || async {
-        for id in cluster.answering() {
-            if let Some((leader, mut isr)) = partition_state(cluster, id).await {
-                isr.sort_unstable();
-                if isr == [1, 2, 3] && leader != 0 {
-                    return Some(leader);
-                }
-            }
-        }
-        None
-    })
-    .await
-}
-
-/// Waits until a live broker other than `old` leads partition 0.
-async fn wait_new_leader(cluster: &TestCluster, old: u32) -> Result<u32> {
-    wait_for("a new partition leader", WAIT, || async {
-        for id in cluster.answering() {
-            if let Some((leader, _)) = partition_state(cluster, id).await
-                && leader != 0
-                && leader != old
-                && cluster.answering().contains(&leader)
-            {
-                return Some(leader);
-            }
-        }
-        None
-    })
-    .await
-}
-
-/// Acknowledged values: value → offset.
-type Acked = Arc<Mutex<HashMap<String, i64>>>;
-
 /// One producer with the client's defaults (idempotent, retrying) sends unique values until
 /// `stop`, 20 at a time, recording the acknowledged ones. Returns how many sends failed.
 async fn produce_unique(client: Client, acked: Acked, stop: Arc<AtomicBool>) -> Result<usize> {
@@ -339,7 +285,7 @@ async fn retries_across_leader_kills_store_each_value_once() -> Result<()> {
         .admin()
         .create_topic(NewTopic::new(TOPIC, 1).replication_factor(3))
         .await?;
-    wait_full_isr(&cluster).await?;
+    cluster.wait_full_isr(TOPIC, 0).await?;
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -348,23 +294,13 @@ async fn retries_across_leader_kills_store_each_value_once() -> Result<()> {
         Arc::clone(&acked),
         Arc::clone(&stop),
     ));
-    let grow = |more: usize| {
-        let acked = Arc::clone(&acked);
-        async move {
-            let target = acked.lock().await.len() + more;
-            wait_for("acknowledged records", WAIT, || async {
-                (acked.lock().await.len() >= target).then_some(())
-            })
-            .await
-        }
-    };
 
     // A follower stuck (SIGSTOP) until the ISR drops it: meanwhile the leader writes the
     // batches in flight but cannot acknowledge them, and the producer retries each of them to
     // the same leader several times; every retry must be answered with the first offsets
     // instead of being written again.
-    grow(300).await?;
-    let leader = wait_full_isr(&cluster).await?;
+    wait_acked(&acked, 300).await?;
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     let controller = cluster.wait_controller(None).await?;
     let stuck = cluster
         .ids()
@@ -373,26 +309,26 @@ async fn retries_across_leader_kills_store_each_value_once() -> Result<()> {
         .context("a follower")?;
     cluster.pause(stuck)?;
     wait_for("the ISR to drop the stuck follower", WAIT, || async {
-        let (_, isr) = partition_state(&cluster, leader).await?;
+        let isr = cluster.partition_state(leader, TOPIC, 0).await?.isr;
         (!isr.contains(&stuck)).then_some(())
     })
     .await?;
-    grow(300).await?;
+    wait_acked(&acked, 300).await?;
     cluster.resume(stuck)?;
-    wait_full_isr(&cluster).await?;
+    cluster.wait_full_isr(TOPIC, 0).await?;
 
     // Twice: SIGKILL the leader mid-stream (batches in flight are retried to the new leader,
     // which must recognise those the old one already wrote), then bring it back in sync.
     for _ in 0..2 {
-        grow(300).await?;
-        let leader = wait_full_isr(&cluster).await?;
+        wait_acked(&acked, 300).await?;
+        let leader = cluster.wait_full_isr(TOPIC, 0).await?;
         cluster.kill(leader);
-        wait_new_leader(&cluster, leader).await?;
-        grow(300).await?;
+        cluster.wait_new_leader(TOPIC, 0, leader).await?;
+        wait_acked(&acked, 300).await?;
         cluster.restart(leader)?;
-        wait_full_isr(&cluster).await?;
+        cluster.wait_full_isr(TOPIC, 0).await?;
     }
-    grow(200).await?;
+    wait_acked(&acked, 200).await?;
     stop.store(true, Ordering::Relaxed);
     let failed = producer.await??;
     let acked = acked.lock().await.clone();

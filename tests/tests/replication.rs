@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{Client, ConsumerConfig, NewTopic, ProducerConfig, ProducerRecord, SeekTo};
-use cairn_proto::v1::DescribeTopicRequest;
+use cairn_tests::partition::{Acked, PARTITION_WAIT as WAIT, PartitionState, wait_acked};
 use cairn_tests::{TestCluster, wait_for};
-use tokio::sync::Mutex;
 
 /// Fast failure detection, so each failover takes a few seconds.
 const CONFIG: &str = "\
@@ -31,56 +30,11 @@ replica_lag_time_max_ms = 5000
 ";
 
 const TOPIC: &str = "ledger";
-const WAIT: Duration = Duration::from_secs(60);
 
-/// Leader, epoch and ISR of partition 0 as broker `via` describes it.
-async fn partition_state(cluster: &TestCluster, via: u32) -> Option<(u32, i32, Vec<u32>, i64)> {
-    let mut admin = cluster.admin(via);
-    let call = admin.describe_topic(DescribeTopicRequest { name: TOPIC.into() });
-    let topic = tokio::time::timeout(Duration::from_secs(5), call)
-        .await
-        .ok()?
-        .ok()?
-        .into_inner()
-        .topic?;
-    let p = topic.partitions.first()?;
-    Some((p.leader_id, p.leader_epoch, p.isr.clone(), p.high_watermark))
+/// Partition 0 as broker `via` describes it.
+async fn state(cluster: &TestCluster, via: u32) -> Option<PartitionState> {
+    cluster.partition_state(via, TOPIC, 0).await
 }
-
-/// Waits until a live broker other than `old` leads partition 0; returns it.
-async fn wait_new_leader(cluster: &TestCluster, old: u32) -> Result<u32> {
-    wait_for("a new partition leader", WAIT, || async {
-        for id in cluster.answering() {
-            if let Some((leader, ..)) = partition_state(cluster, id).await
-                && leader != 0
-                && leader != old
-                && cluster.answering().contains(&leader)
-            {
-                return Some(leader);
-            }
-        }
-        None
-    })
-    .await
-}
-
-/// Waits until the ISR of partition 0 holds all three brokers (as the controller says).
-async fn wait_full_isr(cluster: &TestCluster) -> Result<u32> {
-    wait_for("all three replicas in sync", WAIT, || async {
-        let controller = cluster
-            .describe_cluster(cluster.answering()[0])
-            .await
-            .ok()?
-            .controller_id;
-        let (leader, _, mut isr, _) = partition_state(cluster, controller).await?;
-        isr.sort_unstable();
-        (isr == [1, 2, 3]).then_some(leader)
-    })
-    .await
-}
-
-/// Acknowledged values: value → offset.
-type Acked = Arc<Mutex<HashMap<String, i64>>>;
 
 /// Produces unique values with acks=all until `stop`, recording what was acknowledged. A failed
 /// send is not retried; the client is rebuilt so it finds the new leader.
@@ -167,7 +121,7 @@ async fn acknowledged_records_survive_leader_kills() -> Result<()> {
         .admin()
         .create_topic(NewTopic::new(TOPIC, 1).replication_factor(3))
         .await?;
-    wait_full_isr(&cluster).await?;
+    cluster.wait_full_isr(TOPIC, 0).await?;
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -176,52 +130,42 @@ async fn acknowledged_records_survive_leader_kills() -> Result<()> {
         Arc::clone(&acked),
         Arc::clone(&stop),
     ));
-    // Waits for `more` acknowledgements than there are now.
-    let grow = |more: usize| {
-        let acked = Arc::clone(&acked);
-        async move {
-            let target = acked.lock().await.len() + more;
-            wait_for("acknowledged records", WAIT, || async {
-                (acked.lock().await.len() >= target).then_some(())
-            })
-            .await
-        }
-    };
 
     // Kill the leader; bring it back; wait until it is in sync again.
-    grow(200).await?;
-    let leader = wait_full_isr(&cluster).await?;
+    wait_acked(&acked, 200).await?;
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     cluster.kill(leader);
-    wait_new_leader(&cluster, leader).await?;
-    grow(200).await?;
+    cluster.wait_new_leader(TOPIC, 0, leader).await?;
+    wait_acked(&acked, 200).await?;
     cluster.restart(leader)?;
-    wait_full_isr(&cluster).await?;
+    cluster.wait_full_isr(TOPIC, 0).await?;
 
     // Twice in a row: kill the leader, bring it back, and kill the broker that took over as
     // soon as it leads, while the first may still be catching up (two of three down at once
     // would also take the metadata quorum down). Whoever leads next must hold everything
     // acknowledged.
-    let first_kill = wait_full_isr(&cluster).await?;
-    grow(200).await?;
+    let first_kill = cluster.wait_full_isr(TOPIC, 0).await?;
+    wait_acked(&acked, 200).await?;
     cluster.kill(first_kill);
-    let next = wait_new_leader(&cluster, first_kill).await?;
+    let next = cluster.wait_new_leader(TOPIC, 0, first_kill).await?;
     cluster.restart(first_kill)?;
     cluster.kill(next);
-    wait_new_leader(&cluster, next).await?;
-    grow(100).await?;
+    cluster.wait_new_leader(TOPIC, 0, next).await?;
+    wait_acked(&acked, 100).await?;
     cluster.restart(next)?;
-    wait_full_isr(&cluster).await?;
-    grow(200).await?;
+    cluster.wait_full_isr(TOPIC, 0).await?;
+    wait_acked(&acked, 200).await?;
 
     stop.store(true, Ordering::Relaxed);
     let failures = producer.await??;
     let acked = acked.lock().await.clone();
 
     // Every acknowledged value exactly once, at its offset; offsets dense from 0.
-    let leader = wait_full_isr(&cluster).await?;
-    let (_, _, _, hw) = partition_state(&cluster, leader)
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
+    let hw = state(&cluster, leader)
         .await
-        .context("describing the partition")?;
+        .context("describing the partition")?
+        .high_watermark;
     let client = cluster.client().await?;
     let mut consumer = client.consumer(ConsumerConfig::default());
     consumer.assign(TOPIC, 0..1);
@@ -311,10 +255,11 @@ async fn produce_via(
 
 /// Every value stored in partition 0, read from the leader.
 async fn stored_values(cluster: &TestCluster) -> Result<Vec<String>> {
-    let leader = wait_full_isr(cluster).await?;
-    let (_, _, _, hw) = partition_state(cluster, leader)
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
+    let hw = state(cluster, leader)
         .await
-        .context("describing the partition")?;
+        .context("describing the partition")?
+        .high_watermark;
     let client = cluster.client().await?;
     let mut consumer = client.consumer(ConsumerConfig::default());
     consumer.assign(TOPIC, 0..1);
@@ -335,7 +280,7 @@ async fn replicated_topic(cluster: &TestCluster, partitions: u32) -> Result<()> 
         .admin()
         .create_topic(NewTopic::new(TOPIC, partitions).replication_factor(3))
         .await?;
-    wait_full_isr(cluster).await?;
+    cluster.wait_full_isr(TOPIC, 0).await?;
     Ok(())
 }
 
@@ -343,7 +288,7 @@ async fn replicated_topic(cluster: &TestCluster, partitions: u32) -> Result<()> 
 async fn a_paused_leader_acknowledges_nothing_after_it_was_replaced() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CONFIG))?;
     replicated_topic(&cluster, 1).await?;
-    let old = wait_full_isr(&cluster).await?;
+    let old = cluster.wait_full_isr(TOPIC, 0).await?;
     let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
     ensure!(
         produce_via(&cluster, old, &before)
@@ -354,11 +299,10 @@ async fn a_paused_leader_acknowledges_nothing_after_it_was_replaced() -> Result<
 
     // Paused past its lease: fenced, replaced.
     cluster.pause(old)?;
-    let new = wait_new_leader(&cluster, old).await?;
+    let new = cluster.wait_new_leader(TOPIC, 0, old).await?;
     // The new leader itself must know it leads (another broker may have told us first).
     wait_for("the new leader knows it leads", WAIT, || async {
-        let (leader, ..) = partition_state(&cluster, new).await?;
-        (leader == new).then_some(())
+        (state(&cluster, new).await?.leader == new).then_some(())
     })
     .await?;
     let during: Vec<String> = (0..20).map(|i| format!("during-{i}")).collect();
@@ -382,7 +326,7 @@ async fn a_paused_leader_acknowledges_nothing_after_it_was_replaced() -> Result<
     }
 
     // It rejoins as a follower, and the log holds exactly what was acknowledged.
-    let leader = wait_full_isr(&cluster).await?;
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     ensure!(
         leader != old || old == new,
         "the old leader took over again too early"
@@ -400,7 +344,7 @@ async fn a_paused_leader_acknowledges_nothing_after_it_was_replaced() -> Result<
 async fn a_restarted_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CONFIG))?;
     replicated_topic(&cluster, 1).await?;
-    let leader = wait_full_isr(&cluster).await?;
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     let follower = cluster
         .ids()
         .find(|&id| id != leader)
@@ -408,8 +352,7 @@ async fn a_restarted_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
     cluster.kill(follower);
     cluster.wait_brokers_fenced(&[follower]).await?;
     wait_for("the ISR without the dead follower", WAIT, || async {
-        let (_, _, isr, _) = partition_state(&cluster, leader).await?;
-        (!isr.contains(&follower)).then_some(())
+        (!state(&cluster, leader).await?.isr.contains(&follower)).then_some(())
     })
     .await?;
     // min_insync_replicas is 2: two live replicas still take acks=all writes.
@@ -419,10 +362,11 @@ async fn a_restarted_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
         ensure!(results.iter().all(Result::is_ok), "{results:?}");
     }
     cluster.restart(follower)?;
-    wait_full_isr(&cluster).await?;
-    let (_, _, _, hw) = partition_state(&cluster, leader)
+    cluster.wait_full_isr(TOPIC, 0).await?;
+    let hw = state(&cluster, leader)
         .await
-        .context("describe")?;
+        .context("describe")?
+        .high_watermark;
     ensure!(hw == 300, "high watermark {hw}");
     for id in cluster.ids().collect::<Vec<_>>() {
         cluster.stop(id)?;
@@ -440,16 +384,17 @@ async fn a_restarted_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
 async fn a_stopping_broker_hands_its_leaderships_over_first() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CONFIG))?;
     replicated_topic(&cluster, 1).await?;
-    let leader = wait_full_isr(&cluster).await?;
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     let other = cluster
         .ids()
         .find(|&id| id != leader)
         .context("another broker")?;
     cluster.stop(leader)?;
     // Right after the process exited (well within its 3 s session), another replica leads.
-    let (now, ..) = partition_state(&cluster, other)
+    let now = state(&cluster, other)
         .await
-        .context("describing the partition")?;
+        .context("describing the partition")?
+        .leader;
     ensure!(
         now != leader && now != 0,
         "after a graceful stop the partition is led by {now}, not handed over"
@@ -473,7 +418,7 @@ async fn an_isr_below_min_insync_replicas_refuses_acks_all_and_writes_nothing() 
             },
         ))
         .await?;
-    let leader = wait_full_isr(&cluster).await?;
+    let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     let ok = produce_via(&cluster, leader, &["first".to_owned()]).await;
     ensure!(ok.iter().all(Result::is_ok), "{ok:?}");
     let follower = cluster
@@ -482,11 +427,13 @@ async fn an_isr_below_min_insync_replicas_refuses_acks_all_and_writes_nothing() 
         .context("a follower")?;
     cluster.kill(follower);
     wait_for("the ISR without the dead follower", WAIT, || async {
-        let (_, _, isr, _) = partition_state(&cluster, leader).await?;
-        (isr.len() == 2).then_some(())
+        (state(&cluster, leader).await?.isr.len() == 2).then_some(())
     })
     .await?;
-    let size_before = log_size(&cluster, leader).await?;
+    let size_before = state(&cluster, leader)
+        .await
+        .context("describe")?
+        .size_bytes;
     let refused = produce_via(&cluster, leader, &["second".to_owned()]).await;
     let status = match refused.into_iter().next() {
         Some(Err(status)) => status,
@@ -498,25 +445,18 @@ async fn an_isr_below_min_insync_replicas_refuses_acks_all_and_writes_nothing() 
         "{status:?}"
     );
     // Nothing was written: the leader's log is as long as before.
-    let (_, _, _, hw) = partition_state(&cluster, leader)
+    let hw = state(&cluster, leader)
         .await
-        .context("describe")?;
+        .context("describe")?
+        .high_watermark;
     ensure!(hw == 1, "high watermark {hw}");
     ensure!(
-        log_size(&cluster, leader).await? == size_before,
+        state(&cluster, leader)
+            .await
+            .context("describe")?
+            .size_bytes
+            == size_before,
         "the refused batch was written"
     );
     Ok(())
-}
-
-/// Bytes of partition 0's log on broker `id`.
-async fn log_size(cluster: &TestCluster, id: u32) -> Result<u64> {
-    let topic = cluster
-        .admin(id)
-        .describe_topic(DescribeTopicRequest { name: TOPIC.into() })
-        .await?
-        .into_inner()
-        .topic
-        .context("no topic")?;
-    Ok(topic.partitions.first().context("no partition")?.size_bytes)
 }
