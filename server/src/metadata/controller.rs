@@ -25,6 +25,7 @@ use super::{
     ApplyError, AssignError, BrokerId, MetadataCommand, MetadataResponse, Quorum, assign_replicas,
 };
 use crate::config::ClusterConfig;
+use crate::peers::PeerChannels;
 use crate::topic::{TopicConfig, TopicName};
 
 /// Why the controller refused or could not do something.
@@ -126,6 +127,9 @@ pub struct Controller {
     /// The id the first controller gives the cluster (a migrated directory's, or a new one).
     initial_cluster_id: String,
     leases: Mutex<Leases>,
+    /// Channels to the controller when it is another broker (admin forwarding, ISR changes,
+    /// producer-id blocks).
+    channels: PeerChannels,
 }
 
 impl Controller {
@@ -143,7 +147,33 @@ impl Controller {
             max_partitions,
             initial_cluster_id,
             leases: Mutex::default(),
+            channels: PeerChannels::new(|e| {
+                e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true)
+            }),
         }
+    }
+
+    /// A channel to the controller, for a broker that is not it: the controller it knows of.
+    ///
+    /// # Errors
+    ///
+    /// [`ControllerError::NotController`] without a controller if none is known (an election
+    /// is running) or this broker is the controller; [`ControllerError::Unavailable`] for an
+    /// unusable address.
+    pub fn remote_channel(&self) -> Result<tonic::transport::Channel, ControllerError> {
+        let me = self.quorum.id();
+        let addr = self
+            .quorum
+            .controller()
+            .filter(|&c| c != me)
+            .and_then(|c| self.quorum.broker_addr(c))
+            .ok_or(ControllerError::NotController {
+                this: me,
+                controller: None,
+            })?;
+        self.channels.get(&addr).map_err(|e| {
+            ControllerError::Unavailable(format!("the controller's address {addr:?}: {e}"))
+        })
     }
 
     /// The metadata quorum.

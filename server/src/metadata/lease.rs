@@ -7,18 +7,18 @@
 //! lost or replaced the registration) makes the broker register again. Every call goes over the
 //! internal `cairn.v1.Controller` gRPC service, this broker's own included, so there is one path.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::v1::{self as pb, controller_client::ControllerClient};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use super::Quorum;
 use crate::config::ClusterConfig;
+use crate::peers::PeerChannels;
 
 /// How long one registration or heartbeat call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -54,7 +54,7 @@ pub async fn run(
         quorum,
         addr,
         interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
-        channels: HashMap::new(),
+        channels: PeerChannels::new(|e| e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT)),
         next_voter: 0,
         hint: None,
     };
@@ -127,7 +127,7 @@ struct Lease {
     quorum: Arc<Quorum>,
     addr: String,
     interval: Duration,
-    channels: HashMap<String, Channel>,
+    channels: PeerChannels,
     /// Which configured voter to ask next when no controller is known.
     next_voter: usize,
     /// A controller address learnt from a `NOT_CONTROLLER` answer.
@@ -154,18 +154,10 @@ impl Lease {
     }
 
     fn client(&mut self, addr: &str) -> Result<ControllerClient<Channel>, Failure> {
-        let channel = match self.channels.get(addr) {
-            Some(c) => c.clone(),
-            None => {
-                let c = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| Failure::Call(format!("bad controller address {addr}: {e}")))?
-                    .connect_timeout(CALL_TIMEOUT)
-                    .timeout(CALL_TIMEOUT)
-                    .connect_lazy();
-                self.channels.insert(addr.to_owned(), c.clone());
-                c
-            }
-        };
+        let channel = self
+            .channels
+            .get(addr)
+            .map_err(|e| Failure::Call(format!("bad controller address {addr}: {e}")))?;
         Ok(ControllerClient::new(channel))
     }
 

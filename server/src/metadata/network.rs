@@ -14,10 +14,9 @@
 //! broker. It sees a `tonic::Status` only as the generated client returns it, and turns it into an
 //! openraft error at once.
 
-use std::collections::HashMap;
 use std::error::Error;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,10 +32,11 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::TypeConfig;
+use crate::peers::PeerChannels;
 
 type NodeId = u64;
 /// What every RPC returns: openraft's error for the RPC's remote error type `E`.
@@ -95,7 +95,7 @@ pub struct RaftNetworkClient {
     /// This node's id, reported in timeouts.
     id: NodeId,
     /// One lazily connected channel per peer address.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: PeerChannels,
 }
 
 impl RaftNetworkClient {
@@ -103,32 +103,19 @@ impl RaftNetworkClient {
     pub fn new(id: NodeId) -> Self {
         Self {
             id,
-            channels: Arc::default(),
+            channels: PeerChannels::new(|e| e.tcp_nodelay(true).connect_timeout(CONNECT_TIMEOUT)),
         }
     }
 
     /// The cached channel to `addr`, creating it (unconnected) on first use.
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, InvalidPeerAddress> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|source| InvalidPeerAddress {
-            target,
-            addr: addr.to_owned(),
-            source,
-        })?;
-        let channel = endpoint
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        self.channels
+            .get(addr)
+            .map_err(|source| InvalidPeerAddress {
+                target,
+                addr: addr.to_owned(),
+                source,
+            })
     }
 }
 

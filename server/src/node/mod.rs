@@ -116,7 +116,7 @@ pub struct Node {
     /// Running follower fetchers by partition: the leader and epoch each follows.
     fetchers: Mutex<HashMap<(String, u32), Fetcher>>,
     /// Channels to partition leaders, shared by the fetchers.
-    leader_channels: crate::replication::fetcher::LeaderChannels,
+    leader_channels: crate::peers::PeerChannels,
     /// The runtime fetchers run on (absent in synchronous unit tests: no fetchers then).
     runtime: Option<tokio::runtime::Handle>,
     _lock: DataDirLock,
@@ -145,7 +145,7 @@ impl Node {
             partitions: RwLock::new(HashMap::new()),
             reconciling: Mutex::new(()),
             fetchers: Mutex::new(HashMap::new()),
-            leader_channels: crate::replication::fetcher::LeaderChannels::default(),
+            leader_channels: crate::replication::fetcher::leader_channels(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             config,
             _lock: lock,

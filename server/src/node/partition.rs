@@ -511,24 +511,32 @@ impl Partition {
         leader_high_watermark: i64,
     ) -> Result<i64, NodeError> {
         if !batches.is_empty() {
-            let headers: Vec<(i32, i64)> = cairn_batch::batches(&batches)
-                .filter_map(Result::ok)
-                .filter_map(|b| cairn_batch::peek_header(&b).ok())
-                .map(|h| (h.leader_epoch, h.base_offset))
-                .collect();
             let log = Arc::clone(&self.log);
             let producers = Arc::clone(&self.producers);
-            let info = tokio::task::spawn_blocking(move || {
-                let info = log.append_replicated_with(batches, |hs| producers.record(hs));
+            let (info, epoch_starts) = tokio::task::spawn_blocking(move || {
+                // Where each run of one epoch starts, from the headers the log already parsed
+                // (usually one entry per fetch).
+                let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
+                let info = log.append_replicated_with(batches, |hs| {
+                    producers.record(hs);
+                    for h in hs {
+                        if epoch_starts
+                            .last()
+                            .is_none_or(|&(e, _)| e != h.leader_epoch)
+                        {
+                            epoch_starts.push((h.leader_epoch, h.base_offset));
+                        }
+                    }
+                });
                 producers.snapshot_if_rolled(&log);
-                info
+                info.map(|i| (i, epoch_starts))
             })
             .await
             .expect("log append does not panic")
             .map_err(|e| self.log_error(e))?;
             {
                 let mut epochs = lock(&self.epochs);
-                for (epoch, base) in headers {
+                for (epoch, base) in epoch_starts {
                     if epochs.latest_epoch().is_none_or(|l| epoch > l)
                         && let Err(e) = epochs.assign(epoch, base)
                     {

@@ -3,35 +3,32 @@
 //! A leader proposes a new ISR when a follower catches up (on its fetch) or falls behind
 //! `replica_lag_time_max_ms` (checked periodically). The proposal goes to the controller: in
 //! place when this broker is the controller, otherwise over the internal `cairn.v1.Controller`
-//! service. Until the change comes back through the metadata, the leader keeps computing its
-//! high watermark over the committed ISR, which is always safe: a joining follower is not yet
-//! required, a leaving one still is.
+//! service. Until the change comes back through the metadata, the leader computes its high
+//! watermark over the maximal ISR (the committed one plus a follower being admitted, KIP-497):
+//! a leaving follower is still required, a joining one already is.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::v1::{self as pb, controller_client::ControllerClient};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::metadata::{BrokerId, Controller};
 use crate::node::{Node, Partition};
+
+/// Bound on one ISR change sent to a remote controller.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends ISR proposals to the controller.
 #[derive(Debug)]
 pub struct IsrUpdater {
     controller: Arc<Controller>,
-    channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl IsrUpdater {
     /// An updater reaching the controller through `controller`'s quorum view.
     pub fn new(controller: Arc<Controller>) -> Arc<Self> {
-        Arc::new(Self {
-            controller,
-            channels: Mutex::default(),
-        })
+        Arc::new(Self { controller })
     }
 
     /// Proposes `isr` for `partition` in the background; a failure clears the proposal so the
@@ -73,33 +70,20 @@ impl IsrUpdater {
                 .map(|_| ())
                 .map_err(|e| e.to_string());
         }
-        let controller = quorum.controller().ok_or("no controller elected")?;
-        let addr = quorum
-            .broker_addr(controller)
-            .ok_or("the controller's address is unknown")?;
-        let channel = {
-            let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-            match map.get(&addr) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = Endpoint::from_shared(format!("http://{addr}"))
-                        .map_err(|e| e.to_string())?
-                        .connect_timeout(Duration::from_secs(2))
-                        .timeout(Duration::from_secs(10))
-                        .connect_lazy();
-                    map.insert(addr.clone(), c.clone());
-                    c
-                }
-            }
-        };
+        let channel = self
+            .controller
+            .remote_channel()
+            .map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(pb::AlterIsrRequest {
+            topic: p.topic.to_string(),
+            partition: p.index,
+            leader_id: me,
+            leader_epoch: epoch,
+            isr,
+        });
+        request.set_timeout(CALL_TIMEOUT);
         ControllerClient::new(channel)
-            .alter_isr(pb::AlterIsrRequest {
-                topic: p.topic.to_string(),
-                partition: p.index,
-                leader_id: me,
-                leader_epoch: epoch,
-                isr,
-            })
+            .alter_isr(request)
             .await
             .map(|_| ())
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))

@@ -8,45 +8,34 @@
 //! epochs as the leader stamped them) and takes the leader's high watermark. Each fetch offset
 //! tells the leader this follower's log end, which is how the leader's high watermark advances.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::v1::{self as pb, replication_client::ReplicationClient};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use super::{Truncation, truncation_offset};
 use crate::config::ReplicationConfig;
 use crate::metadata::BrokerId;
 use crate::node::{NodeError, Partition};
+use crate::peers::PeerChannels;
 
 /// Pause after a failed fetch before the next.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Bound on one RPC beyond its long-poll wait.
 const RPC_MARGIN: Duration = Duration::from_secs(5);
 
-/// Channels to leaders by address, shared by every fetcher of a broker.
-#[derive(Debug, Clone, Default)]
-pub struct LeaderChannels(Arc<Mutex<HashMap<String, Channel>>>);
-
-impl LeaderChannels {
-    fn get(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad leader address {addr:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
+/// Channels to partition leaders, shared by every fetcher of a broker: large HTTP/2 windows, so
+/// one fetch carries a full answer without waiting for window updates.
+pub fn leader_channels() -> PeerChannels {
+    PeerChannels::new(|e| {
+        e.connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .initial_stream_window_size(16 << 20)
             .initial_connection_window_size(32 << 20)
-            .connect_lazy();
-        map.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
-    }
+    })
 }
 
 /// What a fetcher follows.
@@ -76,7 +65,7 @@ pub async fn run(
     partition: Arc<Partition>,
     assignment: Assignment,
     config: ReplicationConfig,
-    channels: LeaderChannels,
+    channels: PeerChannels,
     cancel: CancellationToken,
 ) {
     let topic = partition.topic.to_string();
@@ -84,7 +73,8 @@ pub async fn run(
     let channel = match channels.get(&assignment.leader_addr) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(%topic, partition = index, error = %e, "cannot follow the leader");
+            let addr = &assignment.leader_addr;
+            tracing::error!(%topic, partition = index, %addr, error = %e, "cannot follow the leader");
             return;
         }
     };

@@ -6,19 +6,18 @@
 //! the answer waits until this broker has applied the change, so a client that creates a topic
 //! through a broker can use it there at once.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::v1::{self as pb, admin_client::AdminClient, admin_server::Admin};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use super::convert::{brokers, topic_config, topic_description};
 use super::error::{reason, status};
-use crate::metadata::{Controller, ControllerError};
+use crate::metadata::Controller;
 use crate::node::Node;
 
 /// Request header marking a call forwarded to the controller.
@@ -36,8 +35,6 @@ const STARTUP_GRACE: Duration = Duration::from_secs(5);
 pub struct AdminService {
     node: Arc<Node>,
     controller: Arc<Controller>,
-    /// Channels to controllers by address, for forwarding.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
     max_message_bytes: usize,
 }
 
@@ -48,7 +45,6 @@ impl AdminService {
         Self {
             node,
             controller,
-            channels: Arc::default(),
             max_message_bytes,
         }
     }
@@ -76,12 +72,12 @@ impl AdminService {
         if forwarded || quorum.is_controller() {
             return local(Arc::clone(&self.controller), request.into_inner()).await;
         }
-        let addr = self.controller_addr().await?;
+        self.wait_for_controller().await;
         let mut request = Request::new(request.into_inner());
         request
             .metadata_mut()
             .insert(FORWARDED, MetadataValue::from_static("1"));
-        let client = AdminClient::new(self.channel(&addr)?)
+        let client = AdminClient::new(self.controller.remote_channel()?)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         let response = forward(client, request).await?;
@@ -93,44 +89,15 @@ impl AdminService {
             .unwrap_or(0))
     }
 
-    /// The controller's address, waiting a little for an election in progress.
-    async fn controller_addr(&self) -> Result<String, Status> {
-        let quorum = self.controller.quorum();
-        let me = quorum.id();
-        let _ = quorum
+    /// Waits a little for an election in progress to name a controller.
+    async fn wait_for_controller(&self) {
+        let _ = self
+            .controller
+            .quorum()
             .raft()
             .wait(Some(WAIT))
             .metrics(|m| m.current_leader.is_some(), "a controller is elected")
             .await;
-        let controller = quorum.controller().filter(|&c| c != me);
-        match controller.and_then(|c| quorum.broker_addr(c)) {
-            Some(addr) => Ok(addr),
-            None => Err(Status::from(ControllerError::NotController {
-                this: me,
-                controller: None,
-            })),
-        }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, Status> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| {
-                status(
-                    Code::Internal,
-                    reason::NOT_CONTROLLER,
-                    format!("the controller's address {addr:?} is not usable: {e}"),
-                    &[("controller_addr", addr.to_owned())],
-                )
-            })?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
     }
 
     /// Waits until this broker applied `index` and opened the replicas it assigns here, so its

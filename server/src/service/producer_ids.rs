@@ -8,16 +8,16 @@
 //! persisted here: a restarted broker simply takes a new block, so an id is never reused (the
 //! unused rest of the old block is skipped, as in Kafka).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::v1::{self as pb, controller_client::ControllerClient};
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
 
-use super::error::{reason, status};
 use crate::metadata::Controller;
+
+/// Bound on one allocation sent to a remote controller.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Ids taken from the controller at a time (Kafka's block size).
 pub const BLOCK_SIZE: u32 = 1000;
@@ -29,8 +29,6 @@ pub struct ProducerIds {
     /// The current block `next..end`; an async mutex, so that callers arriving while a block is
     /// fetched wait for that one fetch instead of each taking a block.
     block: tokio::sync::Mutex<(i64, i64)>,
-    /// One channel per controller address.
-    channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl ProducerIds {
@@ -39,7 +37,6 @@ impl ProducerIds {
         Self {
             controller,
             block: tokio::sync::Mutex::new((0, 0)),
-            channels: Mutex::default(),
         }
     }
 
@@ -74,42 +71,16 @@ impl ProducerIds {
                 .allocate_producer_ids(me, BLOCK_SIZE)
                 .await?);
         }
-        let unavailable = |why: &str| {
-            status(
-                tonic::Code::Unavailable,
-                reason::METADATA_UNAVAILABLE,
-                format!("cannot allocate producer ids: {why}; retry shortly"),
-                &[],
-            )
-        };
-        let controller = quorum
-            .controller()
-            .ok_or_else(|| unavailable("no controller is elected"))?;
-        let addr = quorum
-            .broker_addr(controller)
-            .ok_or_else(|| unavailable("the controller's address is unknown"))?;
-        let channel = self.channel(&addr).map_err(|e| unavailable(&e))?;
+        let channel = self.controller.remote_channel()?;
+        let mut request = tonic::Request::new(pb::AllocateProducerIdsRequest {
+            broker_id: me,
+            count: BLOCK_SIZE,
+        });
+        request.set_timeout(CALL_TIMEOUT);
         let response = ControllerClient::new(channel)
-            .allocate_producer_ids(pb::AllocateProducerIdsRequest {
-                broker_id: me,
-                count: BLOCK_SIZE,
-            })
+            .allocate_producer_ids(request)
             .await?
             .into_inner();
         Ok(response.first_producer_id)
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
-        map.insert(addr.to_owned(), c.clone());
-        Ok(c)
     }
 }
