@@ -8,6 +8,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "cairn/v1/common.proto",
     "cairn/v1/broker.proto",
+    "cairn/v1/group.proto",
     "cairn/v1/admin.proto",
     "cairn/v1/raft.proto",
 ];

@@ -4,6 +4,8 @@
 //! - [`v1::broker_server`] / [`v1::broker_client`]: the data plane (produce, fetch, tail,
 //!   offsets, metadata).
 //! - [`v1::admin_server`] / [`v1::admin_client`]: topics, partitions and the cluster.
+//! - [`v1::groups_server`] / [`v1::groups_client`]: consumer groups (coordinator lookup, member
+//!   heartbeats, committed offsets).
 //! - [`v1::raft_server`] / [`v1::raft_client`]: internal, broker to broker: Raft replication
 //!   of the cluster metadata.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.

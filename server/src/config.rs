@@ -39,6 +39,45 @@ pub struct BrokerConfig {
     pub cluster: ClusterConfig,
     /// Partition replication between brokers.
     pub replication: ReplicationConfig,
+    /// Consumer groups: their coordinators, timeouts and the offsets topic.
+    pub groups: GroupsConfig,
+}
+
+/// Consumer groups (DESIGN.md §6): timing every group gets, and the internal topic holding
+/// their state and committed offsets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// A member not heard from for this long leaves its group and its partitions move, in ms.
+    /// Default 45 000 (Kafka's `group.consumer.session.timeout.ms`).
+    pub session_timeout_ms: u32,
+    /// How often members heartbeat, in ms. Default 5 000 (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`).
+    pub heartbeat_interval_ms: u32,
+    /// A member asked to release partitions that has not done so within this long is removed,
+    /// in ms. Default 300 000 (Kafka's `max.poll.interval.ms`).
+    pub rebalance_timeout_ms: u32,
+    /// The server-side assignor: `uniform` (sticky, the default) or `range`.
+    pub assignor: String,
+    /// Partitions of `__consumer_offsets`, fixed when the topic is created (on the first group
+    /// call). Default 12.
+    pub offsets_topic_partitions: u32,
+    /// Replicas of each `__consumer_offsets` partition (fewer if fewer brokers are alive when
+    /// it is created). Default 3.
+    pub offsets_topic_replication_factor: u32,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            rebalance_timeout_ms: 300_000,
+            assignor: "uniform".to_owned(),
+            offsets_topic_partitions: 12,
+            offsets_topic_replication_factor: 3,
+        }
+    }
 }
 
 /// How followers copy partitions from their leaders (DESIGN.md §5).
@@ -233,6 +272,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 300_000,
             cluster: ClusterConfig::default(),
             replication: ReplicationConfig::default(),
+            groups: GroupsConfig::default(),
         }
     }
 }

@@ -248,4 +248,32 @@ impl Admin for AdminService {
             metadata_applied_index: view.applied_index,
         }))
     }
+
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are being wired"))
+    }
+
+    async fn describe_group(
+        &self,
+        _request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are being wired"))
+    }
+
+    async fn reset_group_offsets(
+        &self,
+        _request: Request<pb::ResetGroupOffsetsRequest>,
+    ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are being wired"))
+    }
+
+    async fn delete_group(
+        &self,
+        _request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are being wired"))
+    }
 }

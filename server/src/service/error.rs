@@ -74,6 +74,35 @@ pub mod reason {
     pub const METADATA_CONFLICT: &str = "METADATA_CONFLICT";
     /// The cluster metadata cannot take writes right now (election, shutdown).
     pub const METADATA_UNAVAILABLE: &str = "METADATA_UNAVAILABLE";
+    /// This broker does not coordinate the group (FAILED_PRECONDITION); metadata
+    /// `coordinator_id` and `coordinator_address` name the one that does, when known.
+    pub const NOT_COORDINATOR: &str = "NOT_COORDINATOR";
+    /// The group's coordinator has no leader for its offsets partition, or is still loading
+    /// it (UNAVAILABLE): retry shortly.
+    pub const COORDINATOR_NOT_AVAILABLE: &str = "COORDINATOR_NOT_AVAILABLE";
+    /// A group id that is empty, too long or has characters outside [A-Za-z0-9._-].
+    pub const INVALID_GROUP_ID: &str = "INVALID_GROUP_ID";
+    /// No group of that id (NOT_FOUND).
+    pub const GROUP_ID_NOT_FOUND: &str = "GROUP_ID_NOT_FOUND";
+    /// The group has members: offsets cannot be reset nor the group deleted
+    /// (FAILED_PRECONDITION).
+    pub const GROUP_NOT_EMPTY: &str = "GROUP_NOT_EMPTY";
+    /// The group does not know the member (NOT_FOUND): drop every partition, rejoin with
+    /// epoch 0.
+    pub const UNKNOWN_MEMBER_ID: &str = "UNKNOWN_MEMBER_ID";
+    /// The member's epoch is not the group's (FAILED_PRECONDITION): drop every partition,
+    /// rejoin with epoch 0.
+    pub const FENCED_MEMBER_EPOCH: &str = "FENCED_MEMBER_EPOCH";
+    /// A commit carried an epoch older than the member's (FAILED_PRECONDITION): heartbeat, then
+    /// commit what it still owns.
+    pub const STALE_MEMBER_EPOCH: &str = "STALE_MEMBER_EPOCH";
+    /// Another active member holds the instance id (FAILED_PRECONDITION).
+    pub const UNRELEASED_INSTANCE_ID: &str = "UNRELEASED_INSTANCE_ID";
+    /// A member committed a partition it does not hold (FAILED_PRECONDITION).
+    pub const PARTITION_NOT_ASSIGNED: &str = "PARTITION_NOT_ASSIGNED";
+    /// A commit below the committed offset (FAILED_PRECONDITION): offsets move backwards only
+    /// through an admin reset.
+    pub const OFFSET_BEHIND_COMMITTED: &str = "OFFSET_BEHIND_COMMITTED";
 }
 
 /// Builds a status with one `ErrorInfo`.
