@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod coordinator;
 pub mod group;
 pub mod log;
 pub mod metadata;

@@ -127,3 +127,109 @@ fn grpcurl_1_8_lists_describes_produces_and_fetches_text() {
         "error details not decoded: {err}"
     );
 }
+
+/// A grpcurl user can drive a consumer group by hand: find its coordinator, join with one
+/// heartbeat, commit, read the commit back, and see it in the group's description; the
+/// internal offsets topic refuses produce.
+#[test]
+fn grpcurl_drives_a_consumer_group() {
+    let broker = TestBroker::start().unwrap();
+    assert!(ok(&broker, &["list"]).contains("cairn.v1.Groups"));
+    ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"name":"clicks","partitions":2}"#,
+            "cairn.v1.Admin/CreateTopic",
+        ],
+    );
+    let found = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"group_id":"readers"}"#,
+            "cairn.v1.Groups/FindCoordinator",
+        ],
+    );
+    assert!(found.contains(&broker.addr().to_string()), "{found}");
+
+    let joined = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"group_id":"readers","member_id":"alice","member_epoch":0,"subscription":{"topics":["clicks"]},"owned":{}}"#,
+            "cairn.v1.Groups/Heartbeat",
+        ],
+    );
+    assert!(joined.contains(r#""memberEpoch": 1"#), "{joined}");
+    assert!(joined.contains(r#""topic": "clicks""#), "{joined}");
+
+    ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"group_id":"readers","member_id":"alice","member_epoch":1,"offsets":[{"topic":"clicks","partition":1,"offset":3}]}"#,
+            "cairn.v1.Groups/CommitOffsets",
+        ],
+    );
+    // Backwards is refused with a stable reason; the stored offset stays.
+    let backwards = call(
+        &broker,
+        &[
+            "-d",
+            r#"{"group_id":"readers","member_id":"alice","member_epoch":1,"offsets":[{"topic":"clicks","partition":1,"offset":2}]}"#,
+            "cairn.v1.Groups/CommitOffsets",
+        ],
+    );
+    let err = String::from_utf8_lossy(&backwards.stderr);
+    assert!(err.contains("OFFSET_BEHIND_COMMITTED"), "{err}");
+    let fetched = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"group_id":"readers"}"#,
+            "cairn.v1.Groups/FetchOffsets",
+        ],
+    );
+    assert!(
+        fetched.contains(r#""partition": 1"#) && fetched.contains(r#""offset": "3""#),
+        "{fetched}"
+    );
+
+    let described = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"group_id":"readers"}"#,
+            "cairn.v1.Admin/DescribeGroup",
+        ],
+    );
+    assert!(described.contains(r#""memberId": "alice""#), "{described}");
+    assert!(described.contains("GROUP_STATE_STABLE"), "{described}");
+
+    let refused = call(
+        &broker,
+        &[
+            "-d",
+            r#"{"topic":"__consumer_offsets","records":[{"value_text":"x"}]}"#,
+            "cairn.v1.Broker/Produce",
+        ],
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("INVALID_TOPIC_NAME") && err.contains("internal"),
+        "{err}"
+    );
+
+    let stale = call(
+        &broker,
+        &[
+            "-d",
+            r#"{"group_id":"readers","member_id":"alice","member_epoch":7,"offsets":[{"topic":"clicks","partition":0,"offset":5}]}"#,
+            "cairn.v1.Groups/CommitOffsets",
+        ],
+    );
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert!(err.contains("FENCED_MEMBER_EPOCH"), "{err}");
+}

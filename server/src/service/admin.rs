@@ -21,7 +21,7 @@ use crate::metadata::Controller;
 use crate::node::Node;
 
 /// Request header marking a call forwarded to the controller.
-const FORWARDED: &str = "x-cairn-forwarded";
+pub(super) const FORWARDED: &str = "x-cairn-forwarded";
 /// Response header: the Raft index at which the controller committed the change.
 const METADATA_INDEX: &str = "x-cairn-metadata-index";
 /// How long a write may wait for a controller to be elected or for this broker to apply the
@@ -35,14 +35,21 @@ const STARTUP_GRACE: Duration = Duration::from_secs(5);
 pub struct AdminService {
     node: Arc<Node>,
     controller: Arc<Controller>,
+    groups: super::groups::GroupAdmin,
     max_message_bytes: usize,
 }
 
 impl AdminService {
-    /// A service over `node` that sends writes to `controller` (local or remote).
-    pub fn new(node: Arc<Node>, controller: Arc<Controller>) -> Self {
+    /// A service over `node` that sends writes to `controller` (local or remote) and group
+    /// calls to their coordinators.
+    pub fn new(
+        node: Arc<Node>,
+        controller: Arc<Controller>,
+        coordinator: Arc<crate::coordinator::Coordinator>,
+    ) -> Self {
         let max_message_bytes = node.config().limits.max_request_bytes;
         Self {
+            groups: super::groups::GroupAdmin::new(coordinator, Arc::clone(&node)),
             node,
             controller,
             max_message_bytes,
@@ -168,6 +175,17 @@ impl Admin for AdminService {
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         crate::node::parse_topic(&request.get_ref().name)?;
+        if request.get_ref().name == crate::coordinator::OFFSETS_TOPIC {
+            return Err(status(
+                Code::InvalidArgument,
+                reason::INVALID_TOPIC_NAME,
+                format!(
+                    "{} is internal: it holds every consumer group's committed offsets",
+                    crate::coordinator::OFFSETS_TOPIC
+                ),
+                &[("topic", crate::coordinator::OFFSETS_TOPIC.to_owned())],
+            ));
+        }
         let index = self
             .write(
                 request,
@@ -251,29 +269,31 @@ impl Admin for AdminService {
 
     async fn list_groups(
         &self,
-        _request: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        Err(Status::unimplemented("consumer groups are being wired"))
+        Ok(Response::new(self.groups.list_groups(request).await?))
     }
 
     async fn describe_group(
         &self,
-        _request: Request<pb::DescribeGroupRequest>,
+        request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
-        Err(Status::unimplemented("consumer groups are being wired"))
+        Ok(Response::new(self.groups.describe_group(request).await?))
     }
 
     async fn reset_group_offsets(
         &self,
-        _request: Request<pb::ResetGroupOffsetsRequest>,
+        request: Request<pb::ResetGroupOffsetsRequest>,
     ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
-        Err(Status::unimplemented("consumer groups are being wired"))
+        Ok(Response::new(
+            self.groups.reset_group_offsets(request).await?,
+        ))
     }
 
     async fn delete_group(
         &self,
-        _request: Request<pb::DeleteGroupRequest>,
+        request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        Err(Status::unimplemented("consumer groups are being wired"))
+        Ok(Response::new(self.groups.delete_group(request).await?))
     }
 }

@@ -134,6 +134,18 @@ impl BrokerService {
     async fn append_one(&self, mut req: pb::ProduceRequest) -> Result<Appended, Status> {
         let acks = Acks::try_from(req.acks)
             .map_err(|_| invalid_argument("acks", format!("unknown acks value {}", req.acks)))?;
+        if req.topic == crate::coordinator::OFFSETS_TOPIC {
+            return Err(status(
+                tonic::Code::InvalidArgument,
+                reason::INVALID_TOPIC_NAME,
+                format!(
+                    "{} is internal: only group coordinators write to it (commit offsets with \
+                     cairn.v1.Groups/CommitOffsets)",
+                    req.topic
+                ),
+                &[("topic", req.topic.clone())],
+            ));
+        }
         let p = self.node.partition(&req.topic, req.partition)?;
         let batches = self.batches_of(&mut req, &p)?;
         if acks == Acks::None {

@@ -10,6 +10,8 @@ use cairn_batch::BatchError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::coordinator::CoordinatorError;
+use crate::group::GroupError;
 use crate::log::LogError;
 use crate::metadata::{ApplyError, ControllerError};
 use crate::node::NodeError;
@@ -477,6 +479,180 @@ fn apply_status(refusal: ApplyError, message: String) -> Status {
             reason::METADATA_CONFLICT,
             message,
             &[],
+        ),
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(e: CoordinatorError) -> Status {
+        use tonic::Code::{FailedPrecondition, InvalidArgument, NotFound, Unavailable};
+        let message = e.to_string();
+        let g = |group: &String| ("group_id", group.clone());
+        match e {
+            CoordinatorError::InvalidGroupId { group, .. } => status(
+                InvalidArgument,
+                reason::INVALID_GROUP_ID,
+                message,
+                &[g(&group)],
+            ),
+            CoordinatorError::NotCoordinator { group, coordinator } => {
+                let mut meta = vec![g(&group)];
+                if let Some((id, addr)) = coordinator {
+                    meta.push(("coordinator_id", id.to_string()));
+                    if let Some(addr) = addr {
+                        meta.push(("coordinator_address", addr));
+                    }
+                }
+                status(FailedPrecondition, reason::NOT_COORDINATOR, message, &meta)
+            }
+            CoordinatorError::NotAvailable { group, .. } => status(
+                Unavailable,
+                reason::COORDINATOR_NOT_AVAILABLE,
+                message,
+                &[g(&group)],
+            ),
+            CoordinatorError::UnknownMember { group, member } => status(
+                NotFound,
+                reason::UNKNOWN_MEMBER_ID,
+                message,
+                &[g(&group), ("member_id", member)],
+            ),
+            CoordinatorError::StaleMemberEpoch {
+                group,
+                member,
+                received,
+                current,
+            } => status(
+                FailedPrecondition,
+                reason::STALE_MEMBER_EPOCH,
+                message,
+                &[
+                    g(&group),
+                    ("member_id", member),
+                    ("member_epoch", received.to_string()),
+                    ("current_epoch", current.to_string()),
+                ],
+            ),
+            CoordinatorError::FencedMemberEpoch {
+                group,
+                member,
+                received,
+                current,
+            } => status(
+                FailedPrecondition,
+                reason::FENCED_MEMBER_EPOCH,
+                message,
+                &[
+                    g(&group),
+                    ("member_id", member),
+                    ("member_epoch", received.to_string()),
+                    ("current_epoch", current.to_string()),
+                ],
+            ),
+            CoordinatorError::NotAssigned {
+                group,
+                member,
+                partition,
+            } => status(
+                FailedPrecondition,
+                reason::PARTITION_NOT_ASSIGNED,
+                message,
+                &[
+                    g(&group),
+                    ("member_id", member),
+                    ("topic", partition.topic.to_string()),
+                    ("partition", partition.partition.to_string()),
+                ],
+            ),
+            CoordinatorError::OffsetBehind {
+                group,
+                partition,
+                offset,
+                committed,
+            } => status(
+                FailedPrecondition,
+                reason::OFFSET_BEHIND_COMMITTED,
+                message,
+                &[
+                    g(&group),
+                    ("topic", partition.topic.to_string()),
+                    ("partition", partition.partition.to_string()),
+                    ("offset", offset.to_string()),
+                    ("committed_offset", committed.to_string()),
+                ],
+            ),
+            CoordinatorError::GroupNotEmpty { group, members } => status(
+                FailedPrecondition,
+                reason::GROUP_NOT_EMPTY,
+                message,
+                &[g(&group), ("members", members.to_string())],
+            ),
+            CoordinatorError::GroupNotFound(group) => {
+                status(NotFound, reason::GROUP_ID_NOT_FOUND, message, &[g(&group)])
+            }
+            CoordinatorError::InvalidArgument { field, .. } => invalid_argument(field, message),
+            CoordinatorError::Node(e) => e.into(),
+        }
+    }
+}
+
+/// A heartbeat's refusal as the member sees it (in the stream, as an `ErrorStatus`).
+pub fn group_error_status(group: &str, e: &GroupError) -> Status {
+    use tonic::Code::{FailedPrecondition, InvalidArgument, NotFound};
+    let message = format!("group {group}: {e}");
+    let g = ("group_id", group.to_owned());
+    match e {
+        GroupError::UnknownMemberId { member_id } => status(
+            NotFound,
+            reason::UNKNOWN_MEMBER_ID,
+            message,
+            &[g, ("member_id", member_id.to_string())],
+        ),
+        GroupError::FencedMemberEpoch {
+            member_id,
+            received,
+            current,
+        } => status(
+            FailedPrecondition,
+            reason::FENCED_MEMBER_EPOCH,
+            message,
+            &[
+                g,
+                ("member_id", member_id.to_string()),
+                ("member_epoch", received.to_string()),
+                ("current_epoch", current.to_string()),
+            ],
+        ),
+        GroupError::UnreleasedInstanceId {
+            instance_id,
+            holder,
+        } => status(
+            FailedPrecondition,
+            reason::UNRELEASED_INSTANCE_ID,
+            message,
+            &[
+                g,
+                ("instance_id", instance_id.to_string()),
+                ("holder", holder.to_string()),
+            ],
+        ),
+        GroupError::MissingSubscription { .. } => status(
+            InvalidArgument,
+            reason::INVALID_ARGUMENT,
+            message,
+            &[g, ("field", "subscription".to_owned())],
+        ),
+        GroupError::NotStatic { .. } => status(
+            InvalidArgument,
+            reason::INVALID_ARGUMENT,
+            message,
+            &[g, ("field", "instance_id".to_owned())],
+        ),
+        GroupError::InvalidEpoch(_) => status(
+            InvalidArgument,
+            reason::INVALID_ARGUMENT,
+            message,
+            &[g, ("field", "member_epoch".to_owned())],
         ),
     }
 }

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod drain;
 pub mod edge;
 pub mod error;
+pub mod groups;
 pub mod oversize;
 pub mod producer_ids;
 pub mod raft;
@@ -20,7 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::v1::{admin_server::AdminServer, broker_server::BrokerServer};
+use cairn_proto::v1::{
+    admin_server::AdminServer, broker_server::BrokerServer, groups_server::GroupsServer,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -59,6 +62,7 @@ pub enum ServeError {
 const SERVED: &[&str] = &[
     "cairn.v1.Broker",
     "cairn.v1.Admin",
+    "cairn.v1.Groups",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -105,10 +109,12 @@ pub async fn serve(
         registered,
         leave.clone(),
     ));
+    let coordinator = crate::coordinator::Coordinator::new(Arc::clone(&node));
     let background = [
         tokio::spawn(Arc::clone(&node).run_upkeep(cancel.clone())),
         tokio::spawn(Arc::clone(&node).run_reconcile(registration, cancel.clone())),
         tokio::spawn(Arc::clone(&controller).run(cancel.clone())),
+        tokio::spawn(Arc::clone(&coordinator).run(cancel.clone())),
         tokio::spawn(crate::replication::alter::run_isr_checks(
             Arc::clone(&node),
             Arc::clone(&isr),
@@ -120,6 +126,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<BrokerServer<BrokerService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
+    health
+        .set_serving::<GroupsServer<groups::GroupsService>>()
+        .await;
 
     let broker = BrokerServer::new(BrokerService::new(
         Arc::clone(&node),
@@ -128,12 +137,22 @@ pub async fn serve(
     ))
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(limits.max_request_bytes);
-    let admin = AdminServer::new(AdminService::new(
+    let admin_service = AdminService::new(
         Arc::clone(&node),
         Arc::clone(&controller),
+        Arc::clone(&coordinator),
+    );
+    let groups = GroupsServer::new(groups::GroupsService::new(
+        coordinator,
+        Arc::clone(&node),
+        admin_service.clone(),
+        cancel.clone(),
     ))
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(limits.max_request_bytes);
+    let admin = AdminServer::new(admin_service)
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_request_bytes);
 
     let drain = {
         let health = health.clone();
@@ -148,6 +167,9 @@ pub async fn serve(
                 .set_not_serving::<BrokerServer<BrokerService>>()
                 .await;
             health.set_not_serving::<AdminServer<AdminService>>().await;
+            health
+                .set_not_serving::<GroupsServer<groups::GroupsService>>()
+                .await;
             // Ends subscriptions and produce streams, which would otherwise hold the drain open.
             cancel.cancel();
         }
@@ -167,6 +189,7 @@ pub async fn serve(
         .add_service(reflection_builder().build_v1alpha()?)
         .add_service(broker)
         .add_service(admin)
+        .add_service(groups)
         .add_service(raft::RaftService::new(quorum.raft().clone()).into_server())
         .add_service(controller::ControllerService::new(Arc::clone(&controller)).into_server())
         .add_service(replication::ReplicationService::new(Arc::clone(&node), isr).into_server())
