@@ -65,6 +65,13 @@ pub struct GroupsConfig {
     /// Replicas of each `__consumer_offsets` partition (fewer if fewer brokers are alive when
     /// it is created). Default 3.
     pub offsets_topic_replication_factor: u32,
+    /// Segment size of `__consumer_offsets`, fixed when the topic is created. Default 16 MiB.
+    pub offsets_topic_segment_bytes: u64,
+    /// A coordinator cleans an offsets partition (rewrites every live group state and offset
+    /// at its end, then deletes the segments below) once it holds more than this many records
+    /// and more than twice its live ones: Kafka's compaction of `__consumer_offsets`, done by
+    /// the coordinator that knows what is live. Default 100 000.
+    pub offsets_cleanup_min_records: u64,
 }
 
 impl Default for GroupsConfig {
@@ -76,6 +83,8 @@ impl Default for GroupsConfig {
             assignor: "uniform".to_owned(),
             offsets_topic_partitions: 12,
             offsets_topic_replication_factor: 3,
+            offsets_topic_segment_bytes: 16 << 20,
+            offsets_cleanup_min_records: 100_000,
         }
     }
 }

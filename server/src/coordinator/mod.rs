@@ -21,8 +21,12 @@
 //! Locks: one async mutex per group, held across the replicated write of that group's change,
 //! so a group's records are written in the order its state changed; groups are independent.
 //!
-//! Known limit: the offsets topic is never compacted; a coordinator replays its partition from
-//! the start when it takes over, and the partition keeps every record (retention is off for it).
+//! - **Cleaning.** Commits and state changes only append, so a partition would grow forever
+//!   and a new coordinator would replay all of it. Once a partition holds more than
+//!   `offsets_cleanup_min_records` records and more than twice its live ones, its coordinator
+//!   rewrites every live record after the current end and deletes the segments below (`clean`):
+//!   what Kafka's log compaction does for `__consumer_offsets`, done by the one component that
+//!   knows which records are live. Space and replay time stay proportional to the live state.
 
 pub mod records;
 
@@ -293,6 +297,8 @@ struct Shard {
     /// The leader epoch it was loaded at; a change means reloading.
     epoch: i32,
     groups: Mutex<HashMap<String, SharedEntry>>,
+    /// A cleaning pass is running.
+    cleaning: std::sync::atomic::AtomicBool,
 }
 
 impl Shard {
@@ -928,6 +934,7 @@ impl Coordinator {
             partition: Arc::clone(&p),
             epoch,
             groups: Mutex::new(groups),
+            cleaning: std::sync::atomic::AtomicBool::new(false),
         });
         if !leads() {
             return;
@@ -955,8 +962,9 @@ impl Coordinator {
         write(&self.shards).insert(index, shard);
     }
 
-    /// Expires members and feeds topic changes to every loaded group.
-    async fn tick(&self, topics: &TopicMetadata, topics_changed: bool) {
+    /// Expires members and feeds topic changes to every loaded group; starts cleaning a
+    /// partition that holds mostly superseded records.
+    async fn tick(self: &Arc<Self>, topics: &TopicMetadata, topics_changed: bool) {
         let shards: Vec<Arc<Shard>> = read(&self.shards).values().cloned().collect();
         let now = now_ms();
         for shard in shards {
@@ -967,11 +975,14 @@ impl Coordinator {
                 .iter()
                 .map(|(g, e)| (g.clone(), Arc::clone(e)))
                 .collect();
+            let mut live = 0u64;
             for (group, entry) in entries {
                 // A group busy with a request is looked at next tick.
                 let Ok(mut entry) = entry.try_lock() else {
+                    live += 1;
                     continue;
                 };
+                live += 1 + entry.offsets.len() as u64;
                 let before = entry.group.version();
                 if topics_changed {
                     entry.group.update_topics(topics);
@@ -1001,7 +1012,72 @@ impl Coordinator {
                     }
                 }
             }
+            let stored = u64::try_from(
+                shard.partition.log_end_offset() - shard.partition.log_start_offset(),
+            )
+            .unwrap_or(0);
+            if stored > self.config.offsets_cleanup_min_records.max(2 * live)
+                && !shard
+                    .cleaning
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let me = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Err(e) = me.clean(&shard).await {
+                        tracing::warn!(error = %e, "cleaning an offsets partition failed; will retry");
+                    }
+                    shard
+                        .cleaning
+                        .store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
         }
+    }
+
+    /// Cleans an offsets partition: rolls its log at the end `S`, rewrites every group's
+    /// live state (snapshot and offsets) after `S`, one group at a time under its lock, then
+    /// deletes the segments below `S`. Everything a replay needs is then at or after `S`:
+    /// records below it were superseded by the rewrite (or belong to deleted groups).
+    /// Followers delete the same prefix when they see the leader's new log start. A crash
+    /// half-way leaves a log that still replays to the same state.
+    async fn clean(&self, shard: &Shard) -> Result<()> {
+        let p = &shard.partition;
+        let before = p.log_end_offset() - p.log_start_offset();
+        let start_at = p.log_end_offset();
+        p.roll()?;
+        let entries: Vec<(String, SharedEntry)> = lock(&shard.groups)
+            .iter()
+            .map(|(g, e)| (g.clone(), Arc::clone(e)))
+            .collect();
+        for (group, entry) in entries {
+            let entry = entry.lock().await;
+            let mut records: Vec<(Key, Bytes)> = entry
+                .offsets
+                .iter()
+                .map(|(tp, c)| (offset_key(&group, tp), encode_value(c)))
+                .collect();
+            if entry.group.group_epoch() > 0 {
+                records.push((
+                    Key::Group {
+                        group: group.clone(),
+                    },
+                    encode_value(&entry.group.snapshot()),
+                ));
+            }
+            if !records.is_empty() {
+                shard.write(&group, records, self.write_timeout()).await?;
+            }
+        }
+        let deleted = p.delete_segments_below(start_at)?;
+        tracing::info!(
+            topic = OFFSETS_TOPIC,
+            partition = p.index,
+            records_before = before,
+            records_after = p.log_end_offset() - p.log_start_offset(),
+            segments_deleted = deleted,
+            "cleaned an offsets partition"
+        );
+        Ok(())
     }
 }
 

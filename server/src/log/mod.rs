@@ -338,6 +338,29 @@ impl Log {
         Ok(deleted)
     }
 
+    /// Deletes the sealed segments that lie wholly below `offset` (Kafka's log start offset
+    /// moving up, as `DeleteRecords` or a follower following its leader does). The log start
+    /// becomes the base of the first segment kept, at most `offset`. Never deletes the active
+    /// segment. Returns how many were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] if a file cannot be deleted (the segment is already gone from the log).
+    pub fn delete_segments_below(&self, offset: i64) -> Result<usize> {
+        let mut state = self.write_state();
+        let mut deleted = 0;
+        while let Some((&base, segment)) = state.sealed.first_key_value() {
+            if segment.next_offset() > offset {
+                break;
+            }
+            state.sealed.remove(&base);
+            self.pending_lock().dir = true;
+            remove_segment_files(&self.dir, base)?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Seals the active segment now (if it holds anything) and starts a new one.
     ///
     /// # Errors

@@ -645,6 +645,33 @@ impl Partition {
         Ok(deleted)
     }
 
+    /// Deletes the segments wholly below `offset` (a coordinator that rewrote everything
+    /// live above it, or a follower following its leader's log start); returns how many went.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Log`] on a storage error.
+    pub fn delete_segments_below(&self, offset: i64) -> Result<usize, NodeError> {
+        let deleted = self
+            .log
+            .delete_segments_below(offset)
+            .map_err(|e| self.log_error(e))?;
+        if deleted > 0 {
+            lock(&self.epochs).truncate_from_start(self.log.log_start_offset());
+            self.producers.expire_before(self.log.log_start_offset());
+        }
+        Ok(deleted)
+    }
+
+    /// Seals the active segment and starts a new one at the log end.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Log`] on a storage error.
+    pub fn roll(&self) -> Result<(), NodeError> {
+        self.log.roll().map_err(|e| self.log_error(e))
+    }
+
     /// Lets the log fsync if its interval policy says it is time.
     ///
     /// # Errors

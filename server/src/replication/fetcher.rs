@@ -232,11 +232,21 @@ async fn fetch(
             return Err(Failure::Retry(why));
         }
     };
+    let leader_log_start = response.log_start_offset;
     match partition
         .append_replicated(response.batches, response.high_watermark)
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            // The leader's log start moved up (retention, a coordinator's cleaning): follow it,
+            // whole segments at a time, as Kafka's followers do.
+            if leader_log_start > partition.log_start_offset()
+                && let Err(e) = partition.delete_segments_below(leader_log_start)
+            {
+                tracing::warn!(error = %e, "could not follow the leader's log start");
+            }
+            Ok(())
+        }
         Err(e @ NodeError::Log { .. }) => Err(Failure::Diverged(e.to_string())),
         Err(e) => Err(Failure::Retry(e.to_string())),
     }

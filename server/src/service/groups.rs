@@ -38,8 +38,6 @@ use crate::peers::PeerChannels;
 const FIND_WAIT: Duration = Duration::from_secs(10);
 /// Timeout of the calls a coordinator makes to partition leaders and other brokers.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Segment size of the offsets topic.
-const OFFSETS_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// The group calls of the Admin service, and what they share with the Groups service.
 #[derive(Debug, Clone)]
@@ -485,7 +483,7 @@ impl GroupsService {
             config: Some(pb::TopicConfig {
                 retention_ms: Some(-1),
                 retention_bytes: Some(-1),
-                segment_bytes: Some(OFFSETS_SEGMENT_BYTES),
+                segment_bytes: Some(config.offsets_topic_segment_bytes),
                 ..Default::default()
             }),
         });

@@ -306,6 +306,31 @@ fn retention_deletes_old_and_excess_sealed_segments_only() {
 }
 
 #[test]
+fn deleting_below_an_offset_keeps_the_segment_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for i in 0..20i64 {
+        log.append(sized_batch(1, 200, i as u8, i * 100), 0)
+            .unwrap();
+    }
+    assert!(log.segment_count() >= 4);
+    assert_eq!(log.delete_segments_below(0).unwrap(), 0);
+    let deleted = log.delete_segments_below(9).unwrap();
+    assert!(deleted > 0);
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= 9, "start {start}");
+    assert_eq!(read_all(&log).first().unwrap().0, start);
+    assert_eq!(read_all(&log).len() as i64, 20 - start);
+    // Reopening finds the same start; past the end only sealed segments go.
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), start);
+    log.delete_segments_below(i64::MAX).unwrap();
+    assert_eq!(log.segment_count(), 1, "the active segment stays");
+    assert_eq!(log.log_end_offset(), 20);
+}
+
+#[test]
 fn size_retention_keeps_at_least_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
