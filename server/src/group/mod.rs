@@ -12,7 +12,7 @@
 //! the clock, sends each member its [`HeartbeatResponse`], persists [`GroupSnapshot`]s, and
 //! fences offset commits by member epoch.
 //!
-//! # Wiring it (not done yet)
+//! # How `crate::coordinator` wires it
 //!
 //! - Feed: every stream message as a [`Heartbeat`] to [`Group::heartbeat`] with the current
 //!   topic metadata (name → partition count); [`Group::update_topics`] on every metadata change;
