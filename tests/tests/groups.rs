@@ -168,3 +168,156 @@ async fn commits_survive_cleaning_and_the_coordinators_death() -> Result<()> {
     assert!(refused.message().contains("backwards"), "{refused:?}");
     Ok(())
 }
+
+/// Bad group input gets a clear error with a stable reason and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_input_is_refused_and_changes_nothing() -> Result<()> {
+    use cairn_proto::v1::{GroupHeartbeatRequest, Subscription};
+    use tonic_types::StatusExt;
+
+    let broker = cairn_tests::TestBroker::start()?;
+    let addr = broker.addr().to_string();
+    let client = cairn_client::Client::connect([addr.clone()]).await?;
+    client
+        .admin()
+        .create_topic(cairn_client::NewTopic::new("orders", 2))
+        .await?;
+    let mut groups = groups(&addr).await?;
+    let reason = |s: &tonic::Status| {
+        s.get_details_error_info()
+            .map(|i| i.reason)
+            .unwrap_or_default()
+    };
+
+    for bad in ["", "../etc", "a b", "ü", &"g".repeat(250)] {
+        let e = groups
+            .find_coordinator(FindCoordinatorRequest {
+                group_id: bad.into(),
+            })
+            .await
+            .expect_err("a bad group id is refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}: {e:?}");
+        assert_eq!(reason(&e), "INVALID_GROUP_ID", "{bad:?}");
+    }
+    wait_for("the coordinator", WAIT, || async {
+        groups
+            .clone()
+            .find_coordinator(FindCoordinatorRequest {
+                group_id: "g".into(),
+            })
+            .await
+            .ok()
+    })
+    .await?;
+
+    let commit = |offsets: Vec<PartitionCommit>| CommitOffsetsRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets,
+    };
+    let pc = |topic: &str, partition: u32, offset: i64, metadata: String| PartitionCommit {
+        topic: topic.into(),
+        partition,
+        offset,
+        metadata,
+    };
+    let cases: Vec<(CommitOffsetsRequest, tonic::Code, &str)> = vec![
+        (
+            commit(vec![pc("nope", 0, 1, String::new())]),
+            tonic::Code::NotFound,
+            "UNKNOWN_TOPIC",
+        ),
+        (
+            commit(vec![pc("orders", 9, 1, String::new())]),
+            tonic::Code::NotFound,
+            "UNKNOWN_PARTITION",
+        ),
+        (
+            commit(vec![pc("../x", 0, 1, String::new())]),
+            tonic::Code::InvalidArgument,
+            "INVALID_TOPIC_NAME",
+        ),
+        (
+            commit(vec![pc("orders", 0, -4, String::new())]),
+            tonic::Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            commit(vec![pc("orders", 0, 1, "m".repeat(5000))]),
+            tonic::Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            // All or nothing: the good partition 1 is not written either.
+            commit(vec![
+                pc("orders", 1, 7, String::new()),
+                pc("orders", 1, 8, String::new()),
+            ]),
+            tonic::Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            CommitOffsetsRequest {
+                member_id: "ghost".into(),
+                member_epoch: 3,
+                ..commit(vec![pc("orders", 0, 1, String::new())])
+            },
+            tonic::Code::NotFound,
+            "UNKNOWN_MEMBER_ID",
+        ),
+    ];
+    for (request, code, why) in cases {
+        let e = loop {
+            match groups.commit_offsets(request.clone()).await {
+                Err(e) if e.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other.expect_err("refused"),
+            }
+        };
+        assert_eq!((e.code(), reason(&e).as_str()), (code, why), "{e:?}");
+    }
+    let stored = groups
+        .fetch_offsets(FetchOffsetsRequest {
+            group_id: "g".into(),
+            topics: vec![],
+        })
+        .await?
+        .into_inner()
+        .offsets;
+    assert!(stored.is_empty(), "refused commits wrote {stored:?}");
+
+    // In the heartbeat stream: refusals come as in-stream errors and the stream goes on.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = groups
+        .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let beat = |member_epoch: i32, topics: Option<Vec<&str>>| GroupHeartbeatRequest {
+        group_id: "g".into(),
+        member_id: "m1".into(),
+        member_epoch,
+        instance_id: None,
+        subscription: topics.map(|t| Subscription {
+            topics: t.into_iter().map(Into::into).collect(),
+        }),
+        owned: None,
+    };
+    for (request, why) in [
+        (beat(0, None), "INVALID_ARGUMENT"),
+        (beat(0, Some(vec!["bad topic"])), "INVALID_TOPIC_NAME"),
+        (beat(-7, None), "INVALID_ARGUMENT"),
+        (beat(5, None), "UNKNOWN_MEMBER_ID"),
+    ] {
+        tx.send(request).await?;
+        let answer = answers.message().await?.context("an answer")?;
+        let error = answer.error.context("an in-stream error")?;
+        assert_eq!(error.reason, why, "{error:?}");
+    }
+    tx.send(beat(0, Some(vec!["orders"]))).await?;
+    let joined = answers.message().await?.context("an answer")?;
+    assert!(joined.error.is_none(), "{joined:?}");
+    assert_eq!(joined.member_epoch, 1);
+    Ok(())
+}

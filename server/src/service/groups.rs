@@ -622,6 +622,16 @@ async fn heartbeat_one(
     m: pb::GroupHeartbeatRequest,
 ) -> Result<pb::GroupHeartbeatResponse, CoordinatorError> {
     validate_group_id(&m.group_id)?;
+    if m.member_epoch < crate::group::TEMPORARY_LEAVE_EPOCH {
+        return Err(CoordinatorError::InvalidArgument {
+            field: "member_epoch",
+            message: format!(
+                "member epoch {} is invalid: 0 joins, -1 leaves, -2 leaves temporarily, a \
+                 positive epoch is the last one given",
+                m.member_epoch
+            ),
+        });
+    }
     let member_id = match (m.member_id.is_empty(), m.member_epoch) {
         (true, crate::group::JOIN_EPOCH) => crate::node::new_id(),
         (true, _) => {
