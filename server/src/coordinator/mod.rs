@@ -1176,6 +1176,84 @@ mod tests {
         }
     }
 
+    fn tp(p: u32) -> TopicPartition {
+        TopicPartition::new(TopicName::new("t").unwrap(), p)
+    }
+
+    /// A group where `a` joined alone (epoch 1, owns t-0..3), then `b` joined (epoch 2):
+    /// `a` still holds everything, two partitions pending revocation at epoch 1.
+    fn two_members() -> Group {
+        let mut g = Group::new(GroupConfig::default());
+        let topics: TopicMetadata = [(TopicName::new("t").unwrap(), 4)].into();
+        let join = |id: &str| Heartbeat {
+            member_id: crate::group::MemberId::new(id),
+            member_epoch: 0,
+            instance_id: None,
+            subscribed_topics: Some([TopicName::new("t").unwrap()].into()),
+            owned: Some(BTreeSet::new()),
+        };
+        g.heartbeat(join("a"), &topics, 0).unwrap();
+        g.heartbeat(
+            Heartbeat {
+                member_epoch: 1,
+                owned: Some((0..4).map(tp).collect()),
+                subscribed_topics: None,
+                ..join("a")
+            },
+            &topics,
+            1,
+        )
+        .unwrap();
+        g.heartbeat(join("b"), &topics, 2).unwrap();
+        g.heartbeat(
+            Heartbeat {
+                member_epoch: 1,
+                owned: None,
+                subscribed_topics: None,
+                ..join("a")
+            },
+            &topics,
+            3,
+        )
+        .unwrap();
+        g
+    }
+
+    #[test]
+    fn only_holders_at_a_current_epoch_commit() {
+        let g = two_members();
+        let a = g.member(&crate::group::MemberId::new("a")).unwrap();
+        assert_eq!(
+            a.held().count(),
+            4,
+            "revoking partitions are still held: {a:?}"
+        );
+        let b = g.member(&crate::group::MemberId::new("b")).unwrap();
+        let commit = |ps: &[u32]| -> Vec<(TopicPartition, i64, String)> {
+            ps.iter().map(|&p| (tp(p), 1, String::new())).collect()
+        };
+        // a holds all four (two pending revocation) at its epoch: it may commit them all, which
+        // is what it must do before releasing.
+        assert!(check_member("g", &g, "a", a.member_epoch, &commit(&[0, 1, 2, 3])).is_ok());
+        // b holds nothing yet.
+        assert!(matches!(
+            check_member("g", &g, "b", b.member_epoch, &commit(&[0])),
+            Err(CoordinatorError::NotAssigned { .. })
+        ));
+        assert!(matches!(
+            check_member("g", &g, "c", 1, &commit(&[0])),
+            Err(CoordinatorError::UnknownMember { .. })
+        ));
+        assert!(matches!(
+            check_member("g", &g, "a", a.member_epoch + 5, &commit(&[0])),
+            Err(CoordinatorError::FencedMemberEpoch { .. })
+        ));
+        assert!(matches!(
+            check_member("g", &g, "b", -3, &commit(&[])),
+            Err(CoordinatorError::StaleMemberEpoch { .. })
+        ));
+    }
+
     #[test]
     fn placement_is_stable_and_spread() {
         assert_eq!(partition_for("g", 12), partition_for("g", 12));
