@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use cairn_proto::v1::admin_client::AdminClient;
 use cairn_proto::v1::broker_client::BrokerClient;
+use cairn_proto::v1::groups_client::GroupsClient;
 use cairn_proto::v1::position::Position as PositionKind;
 use cairn_proto::v1::{
     Boundary, ListOffsetsRequest, MetadataRequest, MetadataResponse, PartitionOffset, Position,
@@ -431,6 +432,13 @@ impl Client {
     pub(crate) fn admin_client(&self, channel: Channel) -> AdminClient<Channel> {
         let max = self.inner.config.max_message_bytes;
         AdminClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    pub(crate) fn groups_client(&self, channel: Channel) -> GroupsClient<Channel> {
+        let max = self.inner.config.max_message_bytes;
+        GroupsClient::new(channel)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max)
     }

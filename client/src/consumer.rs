@@ -5,7 +5,8 @@
 //! first to return records is delivered, so a quiet partition never delays a busy one. Fetches
 //! ask for stored batches (`RECORD_FORMAT_BATCHES`) and decode them with `cairn_batch`,
 //! slicing keys and values out of the response without copying. The reading position lives
-//! here, in the process; there are no committed offsets (group consumers come later).
+//! here, in the process; nothing is committed (the [`GroupConsumer`](crate::GroupConsumer)
+//! reads through one of these and commits its positions to its group).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -183,6 +184,12 @@ impl Consumer {
     /// As [`Client::list_offsets`], for every target but [`SeekTo::Offset`].
     pub async fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> Result<i64> {
         let offset = resolve(&self.client, topic, partition, to).await?;
+        self.seek_to(topic, partition, offset);
+        Ok(offset)
+    }
+
+    /// [`Consumer::seek`] to an exact offset, which needs no lookup.
+    pub(crate) fn seek_to(&mut self, topic: &str, partition: u32, offset: i64) {
         self.epochs += 1;
         let state = self
             .partitions
@@ -196,7 +203,11 @@ impl Consumer {
         state.epoch = self.epochs;
         self.buffer
             .retain(|r| &*r.topic != topic || r.partition != partition);
-        Ok(offset)
+    }
+
+    /// Records fetched and not yet yielded by the `Stream`: that many come without waiting.
+    pub(crate) fn buffered_len(&self) -> usize {
+        self.buffer.len()
     }
 
     /// The offset of the next record this consumer will yield from `topic`/`partition`;

@@ -165,6 +165,126 @@ pub enum Error {
         #[source]
         status: Option<Arc<Status>>,
     },
+    /// The broker asked does not coordinate the group (reason `NOT_COORDINATOR`). Group
+    /// calls find the coordinator again and retry by themselves; you see one only once their
+    /// retries are spent.
+    #[error("not the group coordinator (coordinator: {coordinator:?})")]
+    NotCoordinator {
+        /// The coordinator, if the broker knew it.
+        coordinator: Option<CoordinatorHint>,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The group's coordinator cannot serve yet (reason `COORDINATOR_NOT_AVAILABLE`): the
+    /// offsets topic is being created, or a new coordinator is loading it. Retry shortly.
+    #[error("group coordinator not available: {message}")]
+    CoordinatorNotAvailable {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// No group of that id (reason `GROUP_ID_NOT_FOUND`).
+    #[error("group not found: {message}")]
+    GroupNotFound {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The group has active members (reason `GROUP_NOT_EMPTY`): its offsets cannot be reset
+    /// nor the group deleted until they leave (or their session times out).
+    #[error("group has {members} active member(s): {message}")]
+    GroupNotEmpty {
+        /// How many members it has, as the coordinator said (0 if it did not say).
+        members: u32,
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The group does not know this member (reason `UNKNOWN_MEMBER_ID`): it was removed
+    /// (session or rebalance timeout). Its partitions are lost; it must rejoin. The
+    /// [`GroupConsumer`](crate::GroupConsumer) does both by itself.
+    #[error("unknown group member: {message}")]
+    UnknownMemberId {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The member's epoch is not the group's (reason `FENCED_MEMBER_EPOCH`): another
+    /// incarnation took over, or the group moved on. Its partitions are lost; it must rejoin.
+    #[error("member epoch {member_epoch} fenced (the group is at {current_epoch})")]
+    FencedMemberEpoch {
+        /// The epoch the member sent.
+        member_epoch: i32,
+        /// The epoch the group holds for it.
+        current_epoch: i32,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// A commit carried an epoch older than the member's (reason `STALE_MEMBER_EPOCH`): the
+    /// member must learn its new epoch (heartbeat) and commit again what it still holds.
+    #[error("stale member epoch {member_epoch} (the member is at {current_epoch})")]
+    StaleMemberEpoch {
+        /// The epoch the commit carried.
+        member_epoch: i32,
+        /// The member's current epoch.
+        current_epoch: i32,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// Another active member holds this static instance id (reason `UNRELEASED_INSTANCE_ID`):
+    /// two processes share one `instance_id`, or the previous one has not left or timed out.
+    #[error("instance id held by another member: {message}")]
+    UnreleasedInstanceId {
+        /// What the broker said.
+        message: String,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// A commit named a partition the member does not hold (reason `PARTITION_NOT_ASSIGNED`);
+    /// nothing of that commit was written.
+    #[error("partition {topic}/{partition} is not assigned to this member")]
+    PartitionNotAssigned {
+        /// Topic committed.
+        topic: String,
+        /// Partition committed.
+        partition: u32,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// A commit would move a committed offset backwards (reason `OFFSET_BEHIND_COMMITTED`);
+    /// nothing of that commit was written. Only an admin reset of an empty group moves offsets
+    /// back.
+    #[error("offset {offset} of {topic}/{partition} is behind the committed {committed}")]
+    OffsetBehindCommitted {
+        /// Topic committed.
+        topic: String,
+        /// Partition committed.
+        partition: u32,
+        /// The offset refused.
+        offset: i64,
+        /// The committed offset.
+        committed: i64,
+        /// The broker's status.
+        #[source]
+        status: Option<Arc<Status>>,
+    },
+    /// The [`GroupConsumer`](crate::GroupConsumer) was closed, or its membership failed for
+    /// good; it commits and delivers nothing more.
+    #[error("the group consumer is closed")]
+    GroupConsumerClosed,
     /// Any other status from the broker.
     #[error("{code} ({reason}): {message}")]
     Status {
@@ -195,6 +315,15 @@ pub struct LeaderHint {
     pub addr: Option<String>,
 }
 
+/// Where a `NOT_COORDINATOR` error said the group's coordinator is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorHint {
+    /// The coordinator's broker id.
+    pub id: u32,
+    /// Its `host:port`, when the broker knew it.
+    pub addr: Option<String>,
+}
+
 impl Error {
     /// Parses a broker's status: its `ErrorInfo` reason picks the variant, its metadata fills
     /// the fields. A status without `ErrorInfo` maps by code alone.
@@ -207,6 +336,13 @@ impl Error {
         let code = status.code();
         let status = Some(Arc::new(status));
         let int = |key: &str| metadata.get(key).and_then(|v| v.parse::<i64>().ok());
+        let epoch = |key: &str| int(key).and_then(|e| i32::try_from(e).ok()).unwrap_or(-1);
+        let text = |key: &str| metadata.get(key).cloned().unwrap_or_default();
+        let partition = || {
+            int("partition")
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(0)
+        };
         match reason.as_str() {
             "UNKNOWN_TOPIC" => Self::UnknownTopic { message, status },
             "UNKNOWN_PARTITION" => Self::UnknownPartition { message, status },
@@ -237,6 +373,51 @@ impl Error {
                 status,
             },
             "INVALID_PRODUCER_EPOCH" => Self::ProducerFenced { message, status },
+            "NOT_COORDINATOR" => Self::NotCoordinator {
+                coordinator: int("coordinator_id")
+                    .and_then(|id| u32::try_from(id).ok())
+                    .map(|id| CoordinatorHint {
+                        id,
+                        addr: metadata
+                            .get("coordinator_address")
+                            .filter(|a| !a.is_empty())
+                            .cloned(),
+                    }),
+                status,
+            },
+            "COORDINATOR_NOT_AVAILABLE" => Self::CoordinatorNotAvailable { message, status },
+            "GROUP_ID_NOT_FOUND" => Self::GroupNotFound { message, status },
+            "GROUP_NOT_EMPTY" => Self::GroupNotEmpty {
+                members: int("members")
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                message,
+                status,
+            },
+            "UNKNOWN_MEMBER_ID" => Self::UnknownMemberId { message, status },
+            "FENCED_MEMBER_EPOCH" => Self::FencedMemberEpoch {
+                member_epoch: epoch("member_epoch"),
+                current_epoch: epoch("current_epoch"),
+                status,
+            },
+            "STALE_MEMBER_EPOCH" => Self::StaleMemberEpoch {
+                member_epoch: epoch("member_epoch"),
+                current_epoch: epoch("current_epoch"),
+                status,
+            },
+            "UNRELEASED_INSTANCE_ID" => Self::UnreleasedInstanceId { message, status },
+            "PARTITION_NOT_ASSIGNED" => Self::PartitionNotAssigned {
+                topic: text("topic"),
+                partition: partition(),
+                status,
+            },
+            "OFFSET_BEHIND_COMMITTED" => Self::OffsetBehindCommitted {
+                topic: text("topic"),
+                partition: partition(),
+                offset: int("offset").unwrap_or(-1),
+                committed: int("committed_offset").unwrap_or(-1),
+                status,
+            },
             _ if code == Code::InvalidArgument => Self::InvalidArgument {
                 reason,
                 message,
@@ -268,6 +449,8 @@ impl Error {
             | Self::NotEnoughReplicas { .. }
             | Self::ResourceExhausted { .. }
             | Self::Transport { .. }
+            | Self::NotCoordinator { .. }
+            | Self::CoordinatorNotAvailable { .. }
             | Self::Timeout(_) => true,
             // DEADLINE_EXCEEDED with a reason is the broker's REQUEST_TIMED_OUT: the ISR did not
             // confirm in time, which a retry (to a possibly new leader) may get past.
@@ -294,6 +477,15 @@ impl Error {
         )
     }
 
+    /// Whether the group no longer counts this member as it was (`UNKNOWN_MEMBER_ID`,
+    /// `FENCED_MEMBER_EPOCH`): every partition it held is lost and it must rejoin with epoch 0.
+    pub fn is_member_lost(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownMemberId { .. } | Self::FencedMemberEpoch { .. }
+        )
+    }
+
     /// The broker's `tonic::Status`, when the error came from one.
     pub fn status(&self) -> Option<&Status> {
         match self {
@@ -309,6 +501,16 @@ impl Error {
             | Self::Transport { status, .. }
             | Self::OutOfOrderSequence { status, .. }
             | Self::ProducerFenced { status, .. }
+            | Self::NotCoordinator { status, .. }
+            | Self::CoordinatorNotAvailable { status, .. }
+            | Self::GroupNotFound { status, .. }
+            | Self::GroupNotEmpty { status, .. }
+            | Self::UnknownMemberId { status, .. }
+            | Self::FencedMemberEpoch { status, .. }
+            | Self::StaleMemberEpoch { status, .. }
+            | Self::UnreleasedInstanceId { status, .. }
+            | Self::PartitionNotAssigned { status, .. }
+            | Self::OffsetBehindCommitted { status, .. }
             | Self::Status { status, .. } => status.as_deref(),
             _ => None,
         }
@@ -477,6 +679,138 @@ mod tests {
                 std::error::Error::source(&e).is_some(),
                 "{reason} keeps its status"
             );
+        }
+    }
+
+    #[test]
+    fn group_reasons_map_to_variants() {
+        type Check = fn(&Error) -> bool;
+        let cases: &[(Code, &str, &[(&str, &str)], Check)] = &[
+            (
+                Code::FailedPrecondition,
+                "NOT_COORDINATOR",
+                &[("coordinator_id", "2"), ("coordinator_address", "h:9")],
+                |e| {
+                    e.is_retriable()
+                        && matches!(e, Error::NotCoordinator {
+                            coordinator: Some(CoordinatorHint { id: 2, addr: Some(a) }), ..
+                        } if a == "h:9")
+                },
+            ),
+            (
+                Code::FailedPrecondition,
+                "NOT_COORDINATOR",
+                &[("coordinator_id", "2"), ("coordinator_address", "")],
+                |e| {
+                    matches!(
+                        e,
+                        Error::NotCoordinator {
+                            coordinator: Some(CoordinatorHint { id: 2, addr: None }),
+                            ..
+                        }
+                    )
+                },
+            ),
+            (Code::FailedPrecondition, "NOT_COORDINATOR", &[], |e| {
+                matches!(
+                    e,
+                    Error::NotCoordinator {
+                        coordinator: None,
+                        ..
+                    }
+                )
+            }),
+            (Code::Unavailable, "COORDINATOR_NOT_AVAILABLE", &[], |e| {
+                matches!(e, Error::CoordinatorNotAvailable { .. }) && e.is_retriable()
+            }),
+            (Code::NotFound, "GROUP_ID_NOT_FOUND", &[], |e| {
+                matches!(e, Error::GroupNotFound { .. }) && !e.is_retriable()
+            }),
+            (
+                Code::FailedPrecondition,
+                "GROUP_NOT_EMPTY",
+                &[("members", "3")],
+                |e| matches!(e, Error::GroupNotEmpty { members: 3, .. }) && !e.is_retriable(),
+            ),
+            (Code::NotFound, "UNKNOWN_MEMBER_ID", &[], |e| {
+                matches!(e, Error::UnknownMemberId { .. }) && e.is_member_lost()
+            }),
+            (
+                Code::FailedPrecondition,
+                "FENCED_MEMBER_EPOCH",
+                &[("member_epoch", "4"), ("current_epoch", "6")],
+                |e| {
+                    e.is_member_lost()
+                        && matches!(
+                            e,
+                            Error::FencedMemberEpoch {
+                                member_epoch: 4,
+                                current_epoch: 6,
+                                ..
+                            }
+                        )
+                },
+            ),
+            (
+                Code::FailedPrecondition,
+                "STALE_MEMBER_EPOCH",
+                &[("member_epoch", "4"), ("current_epoch", "5")],
+                |e| {
+                    !e.is_member_lost()
+                        && matches!(
+                            e,
+                            Error::StaleMemberEpoch {
+                                member_epoch: 4,
+                                current_epoch: 5,
+                                ..
+                            }
+                        )
+                },
+            ),
+            (
+                Code::FailedPrecondition,
+                "UNRELEASED_INSTANCE_ID",
+                &[],
+                |e| matches!(e, Error::UnreleasedInstanceId { .. }),
+            ),
+            (
+                Code::FailedPrecondition,
+                "PARTITION_NOT_ASSIGNED",
+                &[("topic", "t"), ("partition", "3")],
+                |e| matches!(e, Error::PartitionNotAssigned { topic, partition: 3, .. } if topic == "t"),
+            ),
+            (
+                Code::FailedPrecondition,
+                "OFFSET_BEHIND_COMMITTED",
+                &[
+                    ("topic", "t"),
+                    ("partition", "1"),
+                    ("offset", "5"),
+                    ("committed_offset", "9"),
+                ],
+                |e| {
+                    matches!(
+                        e,
+                        Error::OffsetBehindCommitted {
+                            partition: 1,
+                            offset: 5,
+                            committed: 9,
+                            ..
+                        }
+                    ) && !e.is_retriable()
+                },
+            ),
+            (
+                Code::InvalidArgument,
+                "INVALID_GROUP_ID",
+                &[("group_id", "a b")],
+                |e| matches!(e, Error::InvalidArgument { reason, .. } if reason == "INVALID_GROUP_ID"),
+            ),
+        ];
+        for (code, reason, meta, check) in cases {
+            let e = Error::from_status(status(*code, reason, meta));
+            assert!(check(&e), "{reason} {meta:?}: got {e:?}");
+            assert!(e.status().is_some(), "{reason} keeps its status");
         }
     }
 

@@ -66,6 +66,7 @@ mod client;
 mod config;
 mod consumer;
 mod error;
+pub mod group;
 mod partitioner;
 mod producer;
 mod routing;
@@ -75,7 +76,8 @@ pub use admin::{Admin, NewTopic};
 pub use client::{Client, SeekTo};
 pub use config::{ClientBuilder, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
-pub use error::{ERROR_DOMAIN, Error, LeaderHint, Result};
+pub use error::{CoordinatorHint, ERROR_DOMAIN, Error, LeaderHint, Result};
+pub use group::{GroupConsumer, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition};
 pub use partitioner::{Partitioning, kafka_murmur2, partition_for_key};
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 

@@ -8,6 +8,7 @@ use std::future::Future;
 
 use cairn_proto::v1::admin_client::AdminClient;
 use cairn_proto::v1::broker_client::BrokerClient;
+use cairn_proto::v1::groups_client::GroupsClient;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
@@ -71,6 +72,16 @@ impl Client {
         Fut: Future<Output = std::result::Result<Response<T>, Status>>,
     {
         self.call_any_with(|channel| call(self.admin_client(channel)))
+            .await
+    }
+
+    /// [`Self::call_any`] for the Groups service (`FindCoordinator`, which any broker answers).
+    pub(crate) async fn call_groups_any<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+    {
+        self.call_any_with(|channel| call(self.groups_client(channel)))
             .await
     }
 

@@ -1,0 +1,679 @@
+//! [`GroupConsumer`]: the application's side of a group member. It applies the assignments the
+//! heartbeat task passes on (revoke, then assign), reads owned partitions through a simple
+//! [`Consumer`], tracks how far the application got, and commits it.
+//!
+//! Everything happens when the stream is polled (or in [`GroupConsumer::commit`] and
+//! [`GroupConsumer::close`]): one step at a time, at most one call (a commit, or the lookup of
+//! where new partitions start) outstanding, kept in the consumer so that dropping a `next()`
+//! future loses nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use cairn_proto::v1::{CommitOffsetsRequest, FetchOffsetsRequest, PartitionCommit};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+
+use super::heartbeat::{Command, Heartbeat, Identity, LEAVE_WAIT, SharedIdentity, Update};
+use super::member::{Membership, new_member_id};
+use super::progress::{Progress, diff};
+use super::{Coordinator, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition, by_topic};
+use crate::client::{Client, SeekTo};
+use crate::consumer::{Consumer, ConsumerConfig, OffsetReset};
+use crate::error::{Error, Result};
+
+/// How many times a commit refused with `STALE_MEMBER_EPOCH` is tried again, each after the
+/// client's backoff: the heartbeat in flight brings the member's new epoch meanwhile.
+const STALE_EPOCH_RETRIES: u32 = 3;
+
+/// A member of a consumer group: subscribe, then read its [`GroupEvent`]s as a [`Stream`].
+/// Made by [`Client::group_consumer`]. See the [module docs](crate::group) for what it
+/// guarantees.
+///
+/// Must be used inside a tokio runtime: [`GroupConsumer::subscribe`] starts the heartbeat task.
+pub struct GroupConsumer {
+    config: GroupConsumerConfig,
+    coordinator: Arc<Coordinator>,
+    /// The member id and epoch, kept current by the heartbeat task; commits read them.
+    identity: SharedIdentity,
+    /// The heartbeat task's channels; `None` until the first subscribe, and after a failure.
+    member: Option<MemberTask>,
+    /// Reads the owned partitions.
+    fetcher: Consumer,
+    /// Owned partitions, positions, committed offsets.
+    progress: Progress,
+    /// The latest assignment from the coordinator: what the member should own.
+    target: BTreeSet<TopicPartition>,
+    /// Losses applied so far: the ownership generation reported with `owned`.
+    losses: u64,
+    /// Events to yield before anything else.
+    events: VecDeque<GroupEvent>,
+    /// Partitions whose `Revoked` went out: committed (auto) and released at the next poll.
+    revoking: Option<BTreeSet<TopicPartition>>,
+    /// The call in progress, if any.
+    op: Option<Op>,
+    /// The next auto-commit; `None` without auto-commit or before subscribing.
+    auto_commit: Option<Pin<Box<Sleep>>>,
+    /// The membership failed for good: the stream has ended.
+    failed: bool,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("config", &self.config)
+            .field("owned", &self.progress)
+            .field("target", &self.target)
+            .field("revoking", &self.revoking)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The consumer's ends of its heartbeat task's channels.
+struct MemberTask {
+    commands: mpsc::UnboundedSender<Command>,
+    updates: mpsc::UnboundedReceiver<Update>,
+}
+
+/// A call the stream waits for before anything else.
+enum Op {
+    /// Committing offsets; then releasing `release`, if given, whatever the outcome.
+    Commit {
+        call: BoxFuture<'static, Result<Vec<(TopicPartition, i64)>>>,
+        release: Option<BTreeSet<TopicPartition>>,
+    },
+    /// Looking up where newly assigned partitions start.
+    Start(BoxFuture<'static, Result<Vec<Start>>>),
+}
+
+/// Where a newly assigned partition starts.
+struct Start {
+    tp: TopicPartition,
+    next: i64,
+    committed: Option<i64>,
+}
+
+/// A finished [`Op`].
+enum Done {
+    Committed {
+        result: Result<Vec<(TopicPartition, i64)>>,
+        release: Option<BTreeSet<TopicPartition>>,
+    },
+    Started(Result<Vec<Start>>),
+}
+
+impl Op {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
+        match self {
+            Op::Commit { call, release } => {
+                let result = ready!(call.poll_unpin(cx));
+                Poll::Ready(Done::Committed {
+                    result,
+                    release: release.take(),
+                })
+            }
+            Op::Start(call) => call.poll_unpin(cx).map(Done::Started),
+        }
+    }
+}
+
+impl Client {
+    /// A member of the group `config.group_id`, not yet joined: call
+    /// [`GroupConsumer::subscribe`], then poll it.
+    pub fn group_consumer(&self, config: GroupConsumerConfig) -> GroupConsumer {
+        let fetcher = self.consumer(ConsumerConfig {
+            max_wait: config.max_wait,
+            max_bytes: config.max_bytes,
+            auto_offset_reset: match config.offset_reset {
+                ResetPolicy::Earliest => OffsetReset::Earliest,
+                ResetPolicy::Latest => OffsetReset::Latest,
+            },
+            ..ConsumerConfig::default()
+        });
+        GroupConsumer {
+            coordinator: Arc::new(Coordinator::new(self.clone(), config.group_id.clone())),
+            config,
+            identity: SharedIdentity::default(),
+            member: None,
+            fetcher,
+            progress: Progress::default(),
+            target: BTreeSet::new(),
+            losses: 0,
+            events: VecDeque::new(),
+            revoking: None,
+            op: None,
+            auto_commit: None,
+            failed: false,
+        }
+    }
+}
+
+impl GroupConsumer {
+    /// Subscribes to `topics` (replacing any earlier subscription); the first call joins the
+    /// group. Topics that do not exist yet are assigned once they do.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (it starts the heartbeat task).
+    pub fn subscribe<I, S>(&mut self, topics: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        topics.sort();
+        topics.dedup();
+        if self.failed {
+            return;
+        }
+        if self.auto_commit.is_none()
+            && let Some(every) = self.config.auto_commit
+        {
+            self.auto_commit = Some(Box::pin(tokio::time::sleep(every)));
+        }
+        let member = self.member.get_or_insert_with(|| {
+            spawn_heartbeat(&self.config, &self.coordinator, &self.identity)
+        });
+        let _ = member.commands.send(Command::Subscribe(topics));
+    }
+
+    /// The group this consumer is a member of.
+    pub fn group_id(&self) -> &str {
+        &self.config.group_id
+    }
+
+    /// The member id (chosen by this consumer when it was made, or by the coordinator).
+    pub fn member_id(&self) -> String {
+        self.identity().member_id
+    }
+
+    /// The member epoch: 0 until the coordinator answered the join.
+    pub fn member_epoch(&self) -> i32 {
+        self.identity().epoch
+    }
+
+    /// The partitions this consumer owns now (revoked ones until they are released), in
+    /// topic and partition order.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.progress.owned().into_iter().collect()
+    }
+
+    /// The offset after the last record handed out from `topic`/`partition` (what a commit
+    /// would store), if owned.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
+        self.progress.position(topic, partition)
+    }
+
+    /// How many records the stream can yield without waiting: an application that buffers
+    /// its output can flush when this is 0.
+    pub fn buffered_records(&self) -> usize {
+        self.fetcher.buffered_len()
+    }
+
+    /// Commits, for every owned partition, the offset after the last record the stream
+    /// handed out (only partitions whose position moved since their last commit).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GroupConsumerClosed`] after a fatal error; the coordinator's refusal:
+    /// [`Error::PartitionNotAssigned`], [`Error::UnknownMemberId`] or
+    /// [`Error::FencedMemberEpoch`] when the partitions were lost meanwhile (the stream then
+    /// yields [`GroupEvent::Lost`]), [`Error::OffsetBehindCommitted`]; transport errors after
+    /// the client's retries. Nothing is committed on error (commits are all or nothing).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled commit may or may not have been stored, and the next commit
+    /// sends the same positions or later ones.
+    pub async fn commit(&mut self) -> Result<()> {
+        self.settle().await;
+        if self.failed {
+            return Err(Error::GroupConsumerClosed);
+        }
+        let offsets = self.progress.uncommitted(None);
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let committed = commit_offsets(
+            Arc::clone(&self.coordinator),
+            Arc::clone(&self.identity),
+            offsets,
+        )
+        .await?;
+        self.progress.committed(&committed);
+        Ok(())
+    }
+
+    /// Commits (with auto-commit on) and leaves the group, so that its partitions move to
+    /// other members at once. A static member leaves temporarily: its partitions wait for
+    /// its instance id until the session timeout.
+    ///
+    /// # Errors
+    ///
+    /// The final commit's error, as [`GroupConsumer::commit`]; the member leaves anyway.
+    pub async fn close(mut self) -> Result<()> {
+        self.settle().await;
+        let committed = if self.config.auto_commit.is_some() && !self.failed {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        if let Some(member) = self.member.take() {
+            let (reply, left) = oneshot::channel();
+            if member.commands.send(Command::Leave(reply)).is_ok() {
+                let _ = tokio::time::timeout(LEAVE_WAIT + Duration::from_secs(1), left).await;
+            }
+        }
+        committed
+    }
+
+    fn identity(&self) -> Identity {
+        self.identity
+            .lock()
+            .expect("identity lock poisoned")
+            .clone()
+    }
+
+    /// Finishes the call in progress and applies what the heartbeat task reported, so that a
+    /// commit never names a partition already known lost.
+    async fn settle(&mut self) {
+        if let Some(op) = self.op.as_mut() {
+            let done = futures::future::poll_fn(|cx| op.poll(cx)).await;
+            self.op = None;
+            if let Err(e) = self.finish(done) {
+                tracing::debug!(group = self.config.group_id, error = %e, "starting partitions failed; retried on the next poll");
+            }
+        }
+        loop {
+            let update = match self.member.as_mut().map(|m| m.updates.try_recv()) {
+                Some(Ok(update)) => Some(update),
+                Some(Err(mpsc::error::TryRecvError::Disconnected)) => None,
+                Some(Err(mpsc::error::TryRecvError::Empty)) | None => break,
+            };
+            if let Err(e) = self.apply(update) {
+                tracing::warn!(group = self.config.group_id, error = %e, "group membership failed");
+                break;
+            }
+        }
+    }
+
+    /// One step of the stream: see the module docs for the order.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<GroupEvent>>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if self.failed {
+                return Poll::Ready(None);
+            }
+            if let Some(op) = self.op.as_mut() {
+                let done = ready!(op.poll(cx));
+                self.op = None;
+                if let Err(e) = self.finish(done) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                continue;
+            }
+            if self.member.is_none() {
+                // Not subscribed: nothing will ever come.
+                return Poll::Ready(None);
+            }
+            if let Err(e) = self.poll_updates(cx) {
+                return Poll::Ready(Some(Err(e)));
+            }
+            if !self.events.is_empty() {
+                continue;
+            }
+            // The application had its chance to finish with revoked partitions.
+            if let Some(revoked) = self.revoking.take() {
+                self.release(revoked);
+                continue;
+            }
+            if self.reconcile() || self.auto_commit_due(cx) {
+                continue;
+            }
+            return match self.fetcher.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(record))) => {
+                    self.progress
+                        .delivered(&record.topic, record.partition, record.offset);
+                    Poll::Ready(Some(Ok(GroupEvent::Record(record))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                // Nothing owned, or nothing fetched yet: the heartbeat task, the fetches and
+                // the auto-commit timer wake this task.
+                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+
+    /// Applies every update the heartbeat task has sent.
+    fn poll_updates(&mut self, cx: &mut Context<'_>) -> Result<()> {
+        while let Some(member) = self.member.as_mut() {
+            match member.updates.poll_recv(cx) {
+                Poll::Ready(update) => self.apply(update)?,
+                Poll::Pending => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one update; `None` means the heartbeat task is gone.
+    fn apply(&mut self, update: Option<Update>) -> Result<()> {
+        match update {
+            Some(Update::Assignment(assignment)) => {
+                self.target = assignment;
+                Ok(())
+            }
+            Some(Update::Lost) => {
+                self.lose();
+                Ok(())
+            }
+            Some(Update::Fatal(e)) => {
+                self.fail();
+                Err(e)
+            }
+            None => {
+                self.fail();
+                Err(Error::GroupConsumerClosed)
+            }
+        }
+    }
+
+    /// Drops every partition without committing (the member was fenced or timed out).
+    fn lose(&mut self) {
+        let lost = self.progress.clear();
+        for tp in &lost {
+            self.fetcher.unassign(&tp.topic, [tp.partition]);
+        }
+        self.revoking = None;
+        self.target.clear();
+        self.losses += 1;
+        self.report_owned();
+        if !lost.is_empty() {
+            self.events
+                .push_back(GroupEvent::Lost(lost.into_iter().collect()));
+        }
+    }
+
+    /// Ends the stream for good.
+    fn fail(&mut self) {
+        self.failed = true;
+        self.member = None;
+        for tp in self.progress.clear() {
+            self.fetcher.unassign(&tp.topic, [tp.partition]);
+        }
+        self.revoking = None;
+    }
+
+    /// Takes the next step towards the target: revoke what is no longer assigned, else start
+    /// what is newly assigned. Returns whether it did anything.
+    fn reconcile(&mut self) -> bool {
+        let steps = diff(&self.progress.owned(), &self.target);
+        if !steps.revoke.is_empty() {
+            for tp in &steps.revoke {
+                self.fetcher.unassign(&tp.topic, [tp.partition]);
+            }
+            self.events
+                .push_back(GroupEvent::Revoked(steps.revoke.iter().cloned().collect()));
+            self.revoking = Some(steps.revoke);
+            return true;
+        }
+        if !steps.assign.is_empty() {
+            self.op = Some(Op::Start(Box::pin(resolve_starts(
+                Arc::clone(&self.coordinator),
+                self.config.offset_reset,
+                steps.assign,
+            ))));
+            return true;
+        }
+        false
+    }
+
+    /// Releases revoked partitions: commits them first with auto-commit.
+    fn release(&mut self, revoked: BTreeSet<TopicPartition>) {
+        if self.config.auto_commit.is_some() {
+            let offsets = self.progress.uncommitted(Some(&revoked));
+            if !offsets.is_empty() {
+                self.op = Some(Op::Commit {
+                    call: self.commit_call(offsets),
+                    release: Some(revoked),
+                });
+                return;
+            }
+        }
+        self.release_now(&revoked);
+    }
+
+    fn release_now(&mut self, revoked: &BTreeSet<TopicPartition>) {
+        self.progress.remove(revoked);
+        self.report_owned();
+    }
+
+    /// Starts an auto-commit if one is due and there is something to commit.
+    fn auto_commit_due(&mut self, cx: &mut Context<'_>) -> bool {
+        let (Some(timer), Some(every)) = (self.auto_commit.as_mut(), self.config.auto_commit)
+        else {
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        timer.as_mut().reset(Instant::now() + every);
+        // Registers the wake-up for the new deadline.
+        let _ = timer.as_mut().poll(cx);
+        let offsets = self.progress.uncommitted(None);
+        if offsets.is_empty() {
+            return false;
+        }
+        self.op = Some(Op::Commit {
+            call: self.commit_call(offsets),
+            release: None,
+        });
+        true
+    }
+
+    fn commit_call(
+        &self,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> BoxFuture<'static, Result<Vec<(TopicPartition, i64)>>> {
+        Box::pin(commit_offsets(
+            Arc::clone(&self.coordinator),
+            Arc::clone(&self.identity),
+            offsets,
+        ))
+    }
+
+    /// Applies a finished call.
+    fn finish(&mut self, done: Done) -> Result<()> {
+        match done {
+            Done::Committed { result, release } => {
+                match result {
+                    Ok(offsets) => self.progress.committed(&offsets),
+                    // Not fatal: the positions stay uncommitted and go with the next commit
+                    // (or, for a revoked partition, the next owner reads them again).
+                    Err(e) => {
+                        tracing::warn!(group = self.config.group_id, error = %e, "auto-commit failed");
+                    }
+                }
+                if let Some(revoked) = release {
+                    self.release_now(&revoked);
+                }
+                Ok(())
+            }
+            Done::Started(Ok(starts)) => {
+                let mut assigned = Vec::with_capacity(starts.len());
+                for s in starts {
+                    self.fetcher.seek_to(&s.tp.topic, s.tp.partition, s.next);
+                    self.progress.start(&s.tp, s.next, s.committed);
+                    assigned.push(s.tp);
+                }
+                assigned.sort();
+                self.report_owned();
+                self.events.push_back(GroupEvent::Assigned(assigned));
+                Ok(())
+            }
+            // The target still differs, so the next poll tries again.
+            Done::Started(Err(e)) => Err(e),
+        }
+    }
+
+    /// Tells the heartbeat task what is owned now; it heartbeats at once if that changed.
+    fn report_owned(&self) {
+        if let Some(member) = &self.member {
+            let _ = member.commands.send(Command::Owned {
+                losses: self.losses,
+                owned: self.progress.owned(),
+            });
+        }
+    }
+}
+
+impl Stream for GroupConsumer {
+    type Item = Result<GroupEvent>;
+
+    /// Yields records and assignment changes. Ends only after a fatal error (a bad group id,
+    /// say), or at once when not subscribed. Errors that are not fatal (a fetch that failed
+    /// after the client's retries, the lookup of where new partitions start) are yielded and
+    /// the stream goes on.
+    ///
+    /// Cancel safe: state lives in the consumer.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+/// Starts the heartbeat task of a new member.
+fn spawn_heartbeat(
+    config: &GroupConsumerConfig,
+    coordinator: &Arc<Coordinator>,
+    identity: &SharedIdentity,
+) -> MemberTask {
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let (updates_tx, updates) = mpsc::unbounded_channel();
+    let member_id = new_member_id();
+    *identity.lock().expect("identity lock poisoned") = Identity {
+        member_id: member_id.clone(),
+        epoch: 0,
+    };
+    let membership = Membership::new(
+        config.group_id.clone(),
+        member_id,
+        config.instance_id.clone(),
+        config.session_timeout,
+        coordinator.client().config().request_timeout,
+        std::time::Instant::now(),
+    );
+    tokio::spawn(
+        Heartbeat {
+            membership,
+            coordinator: Arc::clone(coordinator),
+            identity: Arc::clone(identity),
+            updates: updates_tx,
+            commands: commands_rx,
+        }
+        .run(),
+    );
+    MemberTask { commands, updates }
+}
+
+/// Commits `offsets` as the member `identity` holds when each attempt leaves.
+async fn commit_offsets(
+    coordinator: Arc<Coordinator>,
+    identity: SharedIdentity,
+    offsets: Vec<(TopicPartition, i64)>,
+) -> Result<Vec<(TopicPartition, i64)>> {
+    let commits: Vec<PartitionCommit> = offsets
+        .iter()
+        .map(|(tp, offset)| PartitionCommit {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset: *offset,
+            metadata: String::new(),
+        })
+        .collect();
+    let mut attempt = 0;
+    loop {
+        let Identity { member_id, epoch } =
+            identity.lock().expect("identity lock poisoned").clone();
+        let request = CommitOffsetsRequest {
+            group_id: coordinator.group().to_owned(),
+            member_id,
+            member_epoch: epoch,
+            offsets: commits.clone(),
+        };
+        let result = coordinator
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.commit_offsets(request).await }
+            })
+            .await;
+        match result {
+            Ok(_) => return Ok(offsets),
+            Err(Error::StaleMemberEpoch { .. }) if attempt < STALE_EPOCH_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(coordinator.client().config().backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Where each of `partitions` starts: the group's committed offset, else `reset`.
+async fn resolve_starts(
+    coordinator: Arc<Coordinator>,
+    reset: ResetPolicy,
+    partitions: BTreeSet<TopicPartition>,
+) -> Result<Vec<Start>> {
+    let request = FetchOffsetsRequest {
+        group_id: coordinator.group().to_owned(),
+        topics: by_topic(&partitions),
+    };
+    let answer = coordinator
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.fetch_offsets(request).await }
+        })
+        .await?;
+    let committed: HashMap<TopicPartition, i64> = answer
+        .offsets
+        .into_iter()
+        .filter(|c| c.offset >= 0)
+        .map(|c| (TopicPartition::new(c.topic, c.partition), c.offset))
+        .collect();
+    let mut starts = Vec::with_capacity(partitions.len());
+    let mut missing: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for tp in partitions {
+        match committed.get(&tp) {
+            Some(&offset) => starts.push(Start {
+                tp,
+                next: offset,
+                committed: Some(offset),
+            }),
+            None => missing.entry(tp.topic).or_default().push(tp.partition),
+        }
+    }
+    let at = match reset {
+        ResetPolicy::Earliest => SeekTo::Earliest,
+        ResetPolicy::Latest => SeekTo::Latest,
+    };
+    for (topic, parts) in missing {
+        for o in coordinator
+            .client()
+            .list_offsets(&topic, &parts, at)
+            .await?
+        {
+            starts.push(Start {
+                tp: TopicPartition::new(topic.clone(), o.partition),
+                next: o.offset,
+                committed: None,
+            });
+        }
+    }
+    Ok(starts)
+}
