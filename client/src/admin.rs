@@ -1,18 +1,26 @@
-//! [`Admin`]: topics, partitions and the cluster description.
+//! [`Admin`]: topics, partitions, the cluster description and consumer groups.
 //!
-//! Requests take plain Rust arguments ([`NewTopic`]); answers are the `cairn.v1` messages
-//! themselves, re-exported from the crate root ([`TopicDescription`], [`TopicSummary`],
-//! [`ClusterDescription`], ...), because they already are plain data with documented fields.
-//! Any broker accepts admin calls; the client picks one and moves on if it is unreachable.
+//! Requests take plain Rust arguments ([`NewTopic`], [`ResetOffsets`]); answers are the
+//! `cairn.v1` messages themselves, re-exported from the crate root ([`TopicDescription`],
+//! [`TopicSummary`], [`ClusterDescription`], [`GroupDescription`], ...), because they already
+//! are plain data with documented fields. Any broker accepts admin calls (group calls are
+//! forwarded to the group's coordinator); the client picks one and moves on if it is
+//! unreachable.
+//!
+//! [`ClusterDescription`]: crate::ClusterDescription
 
 use cairn_proto::v1::{
-    CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeTopicRequest, ListTopicsRequest, PartitionOffset, TopicConfig,
-    TopicDescription, TopicSummary,
+    CommittedOffset, CreatePartitionsRequest, CreateTopicRequest, DeleteGroupRequest,
+    DeleteTopicRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupRequest,
+    DescribeTopicRequest, GroupSummary, ListGroupsRequest,
+    ListTopicsRequest, PartitionOffset, ResetGroupOffsetsRequest, TopicConfig, TopicDescription,
+    TopicSummary,
 };
 
 use crate::client::{Client, SeekTo};
 use crate::error::{Error, Result};
+use crate::GroupDescription;
+use crate::group::Coordinator;
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +55,47 @@ impl NewTopic {
     /// Sets the topic's config.
     pub fn config(mut self, config: TopicConfig) -> Self {
         self.config = config;
+        self
+    }
+}
+
+/// Where to move a consumer group's committed offsets: see [`Admin::reset_group_offsets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetOffsets {
+    /// The group: it must have no members.
+    pub group_id: String,
+    /// The topic whose offsets move.
+    pub topic: String,
+    /// Its partitions; empty means all of them.
+    pub partitions: Vec<u32>,
+    /// The new position: an exact offset (clamped to what the partition stores), the first
+    /// record at or after a timestamp, or the earliest or latest offset.
+    pub to: SeekTo,
+    /// Compute the new offsets without committing them.
+    pub dry_run: bool,
+}
+
+impl ResetOffsets {
+    /// Moves every partition of `topic` in `group_id` to `to`.
+    pub fn new(group_id: impl Into<String>, topic: impl Into<String>, to: SeekTo) -> Self {
+        Self {
+            group_id: group_id.into(),
+            topic: topic.into(),
+            partitions: Vec::new(),
+            to,
+            dry_run: false,
+        }
+    }
+
+    /// Only these partitions.
+    pub fn partitions(mut self, partitions: impl IntoIterator<Item = u32>) -> Self {
+        self.partitions = partitions.into_iter().collect();
+        self
+    }
+
+    /// Sets [`ResetOffsets::dry_run`].
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 }
@@ -170,6 +219,94 @@ impl Admin {
         self.client
             .call_admin(|mut c| async move { c.describe_cluster(DescribeClusterRequest {}).await })
             .await
+    }
+
+    /// Lists every consumer group the coordinators know, in id order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] when no broker answers.
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>> {
+        let response = self
+            .client
+            .call_admin(|mut c| async move { c.list_groups(ListGroupsRequest {}).await })
+            .await?;
+        Ok(response.groups)
+    }
+
+    /// Describes a consumer group: its members with their partitions, and per partition the
+    /// owner, committed offset, log end and lag (records and ms).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GroupNotFound`]; [`Error::InvalidArgument`] with reason `INVALID_GROUP_ID`.
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription> {
+        self.find_coordinator(group_id).await?;
+        let request = DescribeGroupRequest {
+            group_id: group_id.into(),
+        };
+        self.client
+            .call_admin(|mut c| {
+                let request = request.clone();
+                async move { c.describe_group(request).await }
+            })
+            .await
+    }
+
+    /// Moves a consumer group's committed offsets (backwards too), or with
+    /// [`ResetOffsets::dry_run`] only says where they would go. Returns the offsets as stored
+    /// (or as they would be).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GroupNotEmpty`] while the group has members; [`Error::UnknownTopic`],
+    /// [`Error::UnknownPartition`]; [`Error::InvalidArgument`] for a bad group id.
+    pub async fn reset_group_offsets(&self, reset: ResetOffsets) -> Result<Vec<CommittedOffset>> {
+        self.find_coordinator(&reset.group_id).await?;
+        let request = ResetGroupOffsetsRequest {
+            group_id: reset.group_id,
+            topic: reset.topic,
+            partitions: reset.partitions,
+            position: Some(reset.to.into()),
+            dry_run: reset.dry_run,
+        };
+        let response = self
+            .client
+            .call_admin(|mut c| {
+                let request = request.clone();
+                async move { c.reset_group_offsets(request).await }
+            })
+            .await?;
+        Ok(response.offsets)
+    }
+
+    /// Deletes a consumer group without members, and its committed offsets.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GroupNotFound`]; [`Error::GroupNotEmpty`] while it has members.
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        self.find_coordinator(group_id).await?;
+        let request = DeleteGroupRequest {
+            group_id: group_id.into(),
+        };
+        self.client
+            .call_admin(|mut c| {
+                let request = request.clone();
+                async move { c.delete_group(request).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Asks for the group's coordinator first: on a new cluster that creates the offsets
+    /// topic, which the other group calls need (they answer `COORDINATOR_NOT_AVAILABLE`
+    /// without it).
+    async fn find_coordinator(&self, group_id: &str) -> Result<()> {
+        Coordinator::new(self.client.clone(), group_id.to_owned())
+            .find()
+            .await
+            .map(drop)
     }
 
     /// Looks up offsets of `partitions` of `topic` (all when empty); see

@@ -42,9 +42,14 @@
 //!     without one.
 //! - [`consumer`](Consumer): the simple [`Consumer`] (assign + seek), a `Stream` of
 //!   [`ConsumerRecord`]s fed by long-poll fetches of stored batches.
-//! - [`admin`](Admin): [`Admin`] for topics, partitions and the cluster. Answers are the
-//!   `cairn.v1` messages, re-exported here ([`TopicDescription`], [`TopicSummary`],
-//!   [`ClusterDescription`], [`PartitionOffset`], [`TopicConfig`], [`FsyncPolicy`]).
+//! - [`group`]: the [`GroupConsumer`], a member of a consumer group (KIP-848): a background
+//!   heartbeat task, assignments applied revoke-first, committed offsets; a `Stream` of
+//!   [`GroupEvent`]s (records, assigned, revoked, lost partitions).
+//! - [`admin`](Admin): [`Admin`] for topics, partitions, the cluster and consumer groups
+//!   ([`ResetOffsets`]). Answers are the `cairn.v1` messages, re-exported here
+//!   ([`TopicDescription`], [`TopicSummary`], [`ClusterDescription`], [`PartitionOffset`],
+//!   [`TopicConfig`], [`FsyncPolicy`], [`GroupSummary`], [`GroupDescription`],
+//!   [`CommittedOffset`]).
 //!
 //! # Guarantees and their limits
 //!
@@ -56,7 +61,15 @@
 //! - With idempotence off, retries can duplicate a batch whose answer was lost, and a batch
 //!   that fails with a retriable error while later batches in flight succeed lands after them;
 //!   set [`ProducerConfig::max_in_flight`] to 1 to rule out the reordering.
-//! - The consumer's position lives in memory; nothing is committed to the broker.
+//! - The simple [`Consumer`]'s position lives in memory; nothing is committed to the broker.
+//! - The [`GroupConsumer`] delivers at least once: it commits, per partition, the offset after
+//!   the last record its stream handed out (by hand with [`GroupConsumer::commit`], or every
+//!   5 s, before a revoked partition is released and on [`GroupConsumer::close`] with
+//!   auto-commit), so after a crash or a lost partition the next owner reads again what was
+//!   handed out since the last commit. A partition has one owner at a time as long as the
+//!   application stops with a revoked partition before it polls again; partitions of a
+//!   member the coordinator removed are [lost](GroupEvent::Lost), never committed. Details
+//!   and limits in the [`group`] module.
 
 #![warn(missing_docs)]
 
@@ -72,7 +85,7 @@ mod producer;
 mod routing;
 mod sender;
 
-pub use admin::{Admin, NewTopic};
+pub use admin::{Admin, NewTopic, ResetOffsets};
 pub use client::{Client, SeekTo};
 pub use config::{ClientBuilder, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
@@ -82,6 +95,8 @@ pub use partitioner::{Partitioning, kafka_murmur2, partition_for_key};
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 
 pub use cairn_proto::v1::{
-    BrokerInfo, DescribeClusterResponse as ClusterDescription, FsyncPolicy, PartitionDescription,
-    PartitionOffset, TopicConfig, TopicDescription, TopicSummary,
+    BrokerInfo, CommittedOffset, DescribeClusterResponse as ClusterDescription,
+    DescribeGroupResponse as GroupDescription, FsyncPolicy, GroupMember, GroupPartition,
+    GroupState, GroupSummary, PartitionDescription, PartitionOffset, TopicConfig,
+    TopicDescription, TopicPartitions, TopicSummary,
 };
