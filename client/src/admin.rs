@@ -12,14 +12,13 @@
 use cairn_proto::v1::{
     CommittedOffset, CreatePartitionsRequest, CreateTopicRequest, DeleteGroupRequest,
     DeleteTopicRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupRequest,
-    DescribeTopicRequest, GroupSummary, ListGroupsRequest,
-    ListTopicsRequest, PartitionOffset, ResetGroupOffsetsRequest, TopicConfig, TopicDescription,
-    TopicSummary,
+    DescribeTopicRequest, GroupSummary, ListGroupsRequest, ListTopicsRequest, PartitionOffset,
+    ResetGroupOffsetsRequest, TopicConfig, TopicDescription, TopicSummary,
 };
 
+use crate::GroupDescription;
 use crate::client::{Client, SeekTo};
 use crate::error::{Error, Result};
-use crate::GroupDescription;
 use crate::group::Coordinator;
 
 /// A topic to create.

@@ -197,7 +197,7 @@ pub enum Error {
     },
     /// The group has active members (reason `GROUP_NOT_EMPTY`): its offsets cannot be reset
     /// nor the group deleted until they leave (or their session times out).
-    #[error("group has {members} active member(s): {message}")]
+    #[error("group not empty: {message}")]
     GroupNotEmpty {
         /// How many members it has, as the coordinator said (0 if it did not say).
         members: u32,
@@ -685,7 +685,8 @@ mod tests {
     #[test]
     fn group_reasons_map_to_variants() {
         type Check = fn(&Error) -> bool;
-        let cases: &[(Code, &str, &[(&str, &str)], Check)] = &[
+        type Meta = &'static [(&'static str, &'static str)];
+        let cases: &[(Code, &str, Meta, Check)] = &[
             (
                 Code::FailedPrecondition,
                 "NOT_COORDINATOR",

@@ -97,6 +97,6 @@ pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadat
 pub use cairn_proto::v1::{
     BrokerInfo, CommittedOffset, DescribeClusterResponse as ClusterDescription,
     DescribeGroupResponse as GroupDescription, FsyncPolicy, GroupMember, GroupPartition,
-    GroupState, GroupSummary, PartitionDescription, PartitionOffset, TopicConfig,
-    TopicDescription, TopicPartitions, TopicSummary,
+    GroupState, GroupSummary, PartitionDescription, PartitionOffset, TopicConfig, TopicDescription,
+    TopicPartitions, TopicSummary,
 };

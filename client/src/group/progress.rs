@@ -145,13 +145,9 @@ mod tests {
 
     #[test]
     fn diff_revokes_before_it_assigns() {
-        let cases: &[(
-            &[(&str, u32)],
-            &[(&str, u32)],
-            &[(&str, u32)],
-            &[(&str, u32)],
-        )] = &[
-            // owned, assignment, revoke, assign
+        type Set = &'static [(&'static str, u32)];
+        // owned, assignment, revoke, assign
+        let cases: &[(Set, Set, Set, Set)] = &[
             (&[], &[], &[], &[]),
             (&[], &[("t", 0), ("t", 1)], &[], &[("t", 0), ("t", 1)]),
             (&[("t", 0), ("t", 1)], &[("t", 1)], &[("t", 0)], &[]),

@@ -3,13 +3,26 @@
 //!
 //! With `-e` it stops once every partition has reached the high watermark it had when the
 //! command started (records written later are not printed); with `-n` after that many records.
+//!
+//! With `-g GROUP` it reads as a member of a consumer group
+//! ([`GroupConsumer`](cairn_client::GroupConsumer)): the group assigns the partitions, reading
+//! starts at the group's committed offsets (`-o start|end` only says where partitions without
+//! one start), and what was printed *and flushed* is committed every 5 s, before a revoked
+//! partition is released, and when the command ends (`-n`, SIGINT, SIGTERM), after which it
+//! leaves the group. Assignment changes go to stderr (`assigned: t-0,t-3`, `revoked: t-0`,
+//! `lost: t-1`).
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, ErrorKind, Write};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cairn_client::{Client, ConsumerConfig, ConsumerRecord, SeekTo};
+use cairn_client::{
+    Client, ConsumerConfig, ConsumerRecord, GroupConsumer, GroupConsumerConfig, GroupEvent,
+    ResetPolicy, SeekTo, TopicPartition,
+};
 use clap::Args;
+use futures::StreamExt;
 
 use super::record_format::{self, Piece};
 use super::{ClientOpts, Format};
@@ -23,9 +36,13 @@ pub struct ConsumeArgs {
     #[arg(short, long, value_delimiter = ',')]
     partitions: Vec<u32>,
     /// Where to start: start, end, an offset N, -N (N before the end of each partition), or
-    /// @TIMESTAMP_MS.
+    /// @TIMESTAMP_MS. With -g: start or end, for partitions the group has no offset for.
     #[arg(short, long, default_value = "start", allow_hyphen_values = true)]
     offset: String,
+    /// Read as a member of this consumer group: partitions assigned by the group, starting at
+    /// its committed offsets; what is printed is committed.
+    #[arg(short, long)]
+    group: Option<String>,
     /// Stop after N records.
     #[arg(short, long)]
     num: Option<u64>,
@@ -79,6 +96,9 @@ struct Ends {
 ///
 /// Bad flags, an unknown topic or partition, fetch errors after the client's retries.
 pub async fn run(opts: &ClientOpts, args: ConsumeArgs) -> anyhow::Result<()> {
+    if let Some(group) = &args.group {
+        return run_group(opts, group, &args).await;
+    }
     let start = parse_start(&args.offset)?;
     let pieces = record_format::parse(&args.format_string)?;
     let client = opts.connect().await?;
@@ -163,6 +183,133 @@ async fn read(
     Ok(())
 }
 
+/// How often `-g` commits what it printed.
+const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs `topic consume -g`.
+async fn run_group(opts: &ClientOpts, group: &str, args: &ConsumeArgs) -> anyhow::Result<()> {
+    let reset = group_reset(args)?;
+    let pieces = record_format::parse(&args.format_string)?;
+    let client = opts.connect().await?;
+    // Commits are the command's own: only what reached stdout may be committed.
+    let mut consumer = client.group_consumer(
+        GroupConsumerConfig::new(group)
+            .offset_reset(reset)
+            .auto_commit(None),
+    );
+    consumer.subscribe([args.topic.clone()]);
+    let mut printer = Printer {
+        format: opts.format,
+        pieces,
+        out: BufWriter::with_capacity(64 << 10, std::io::stdout()),
+    };
+    let outcome = read_group(&mut consumer, args.num, &mut printer).await;
+    let committed = match &outcome {
+        // A record that failed to print must not be committed: leave without committing.
+        Err(_) => Ok(()),
+        Ok(()) => match printer.out.flush() {
+            Ok(()) => consumer.commit().await.context("committing"),
+            Err(e) => Err(e.into()),
+        },
+    };
+    consumer.close().await.context("leaving the group")?;
+    match outcome.and(committed) {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+/// The reset policy `-o` means with `-g`, refusing flags a group member cannot honour.
+fn group_reset(args: &ConsumeArgs) -> anyhow::Result<ResetPolicy> {
+    if !args.partitions.is_empty() {
+        bail!("-p cannot be used with -g: the group assigns the partitions");
+    }
+    if args.exit_at_end {
+        bail!("-e cannot be used with -g: a group member follows its partitions; use -n");
+    }
+    match parse_start(&args.offset)? {
+        Start::Earliest => Ok(ResetPolicy::Earliest),
+        Start::Latest => Ok(ResetPolicy::Latest),
+        _ => bail!(
+            "with -g, -o is start or end (where partitions without a committed offset start); \
+             move a group's offsets with `cairn group seek`"
+        ),
+    }
+}
+
+/// The group member's loop: print records, report assignment changes, commit what was
+/// printed, until `-n` records or a signal.
+async fn read_group(
+    consumer: &mut GroupConsumer,
+    limit: Option<u64>,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let limit = limit.unwrap_or(u64::MAX);
+    let mut printed = 0;
+    let mut commit_every = tokio::time::interval(GROUP_COMMIT_INTERVAL);
+    commit_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    commit_every.tick().await;
+    let interrupted = interrupted();
+    tokio::pin!(interrupted);
+    while printed < limit {
+        tokio::select! {
+            event = consumer.next() => match event.context("the group membership ended")? {
+                Ok(GroupEvent::Record(record)) => {
+                    printer.print(&record)?;
+                    printed += 1;
+                    if consumer.buffered_records() == 0 {
+                        printer.out.flush()?;
+                    }
+                }
+                Ok(GroupEvent::Assigned(p)) => eprintln!("assigned: {}", partition_list(&p)),
+                Ok(GroupEvent::Revoked(p)) => {
+                    printer.out.flush()?;
+                    if let Err(e) = consumer.commit().await {
+                        eprintln!("warning: committing before the revocation: {e}");
+                    }
+                    eprintln!("revoked: {}", partition_list(&p));
+                }
+                Ok(GroupEvent::Lost(p)) => eprintln!("lost: {}", partition_list(&p)),
+                Ok(_) => {}
+                Err(e) => return Err(e).context("consuming"),
+            },
+            _ = commit_every.tick() => {
+                printer.out.flush()?;
+                if let Err(e) = consumer.commit().await {
+                    eprintln!("warning: commit failed (retried in {GROUP_COMMIT_INTERVAL:?}): {e}");
+                }
+            }
+            () = &mut interrupted => break,
+        }
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// `t-0,t-3`.
+fn partition_list(partitions: &[TopicPartition]) -> String {
+    partitions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The partitions to read: those asked for (checked to exist), or all.
 async fn partitions(client: &Client, topic: &str, asked: &[u32]) -> anyhow::Result<Vec<u32>> {
     let count = client
@@ -225,6 +372,36 @@ mod tests {
         }
         for bad in ["", "soon", "-x", "@", "4.5", "--1"] {
             assert!(parse_start(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn args(flags: &[&str]) -> ConsumeArgs {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: ConsumeArgs,
+        }
+        let argv = ["consume", "t", "-g", "g"].iter().chain(flags);
+        <Wrap as clap::Parser>::try_parse_from(argv)
+            .expect("flags parse")
+            .args
+    }
+
+    #[test]
+    fn a_group_member_takes_start_or_end_only() {
+        let cases: &[(&[&str], Option<ResetPolicy>)] = &[
+            (&[], Some(ResetPolicy::Earliest)),
+            (&["-o", "start"], Some(ResetPolicy::Earliest)),
+            (&["-o", "end"], Some(ResetPolicy::Latest)),
+            (&["-o", "5"], None),
+            (&["-o", "-5"], None),
+            (&["-o", "@1000"], None),
+            (&["-p", "0"], None),
+            (&["-e"], None),
+        ];
+        for (flags, want) in cases {
+            let got = group_reset(&args(flags)).ok();
+            assert_eq!(got, *want, "{flags:?}");
         }
     }
 }

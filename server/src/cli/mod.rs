@@ -1,5 +1,5 @@
 //! The `cairn` command line, noun-verb like rpk: `cairn serve`, `cairn topic ...`,
-//! `cairn cluster ...`, `cairn bench ...`. `main.rs` only calls [`main`].
+//! `cairn group ...`, `cairn cluster ...`, `cairn bench ...`. `main.rs` only calls [`main`].
 //!
 //! Client commands find brokers through `--brokers` or `CAIRN_BROKERS`. People get tables,
 //! scripts get `--format json`; errors go to stderr with a non-zero exit status (2 for usage
@@ -9,8 +9,10 @@
 //!
 //! - `serve`: the broker.
 //! - `topic`: topic administration (`create`, `list`, `describe`, `delete`).
-//! - `produce` / `consume`: `topic produce` (stdin lines in) and `topic consume` (records out),
-//!   with `record_format` rendering kcat-style `-f` strings and JSON lines.
+//! - `produce` / `consume`: `topic produce` (stdin lines in) and `topic consume` (records out,
+//!   alone or as a member of a consumer group with `-g`), with `record_format` rendering
+//!   kcat-style `-f` strings and JSON lines.
+//! - `group`: consumer groups (`list`, `describe`, `seek`, `delete`).
 //! - `cluster`: `cluster info`.
 //! - `bench`: the load tool, and its do-nothing baseline broker.
 //! - `output`: tables, JSON and the few encoders the commands share.
@@ -18,6 +20,7 @@
 mod bench;
 mod cluster;
 mod consume;
+mod group;
 mod output;
 mod produce;
 mod record_format;
@@ -44,6 +47,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, list, describe, delete, produce to and consume from topics.
     Topic(topic::TopicArgs),
+    /// List, describe, move the offsets of and delete consumer groups.
+    Group(group::GroupArgs),
     /// Describe the cluster.
     Cluster(cluster::ClusterArgs),
     /// Measure produce and consume throughput and latency.
@@ -106,6 +111,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Topic(args) => topic::run(args),
+        Command::Group(args) => group::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Bench(args) => bench::run(args),
     };
