@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cairn_proto::v1::admin_client::AdminClient;
-use cairn_proto::v1::{DescribeGroupRequest, DescribeGroupResponse, GroupState};
+use cairn_proto::v1::groups_client::GroupsClient;
+use cairn_proto::v1::{
+    DescribeGroupRequest, DescribeGroupResponse, FindCoordinatorRequest, GroupState,
+};
 use tonic::transport::Channel;
 
 use crate::{TestCluster, cairn_bin, signal, wait_exit};
@@ -232,4 +235,28 @@ fn view_of(d: &DescribeGroupResponse, topic: &str) -> GroupView {
             })
             .collect(),
     }
+}
+
+/// The coordinator of `group` as broker `via` names it: (id, address). Creates the offsets
+/// topic on first use, like any `FindCoordinator`.
+pub async fn find_coordinator(
+    cluster: &TestCluster,
+    via: u32,
+    group: &str,
+) -> Option<(u32, String)> {
+    let channel = tonic::transport::Endpoint::from_shared(cluster.broker(via).url())
+        .ok()?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .connect()
+        .await
+        .ok()?;
+    let found = GroupsClient::new(channel)
+        .find_coordinator(FindCoordinatorRequest {
+            group_id: group.into(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    Some((found.coordinator_id, found.address))
 }
