@@ -9,11 +9,14 @@
 //! - [`TestBroker`]: one broker process (port 0, or a port the caller reserved).
 //! - [`cluster`]: [`TestCluster`], N brokers forming one metadata cluster, with kill, stop,
 //!   restart, pause and the waits a failover test needs.
+//! - [`group`]: consumer group members as `cairn topic consume -g` processes, and the group as
+//!   its coordinator describes it.
 //! - [`partition`]: a partition's leader, ISR and high watermark, and the waits a replication
 //!   test needs (a new leader, a full ISR, more acknowledged values).
 //! - [`run_cli`]: the `cairn` command line, with a deadline.
 
 pub mod cluster;
+pub mod group;
 pub mod partition;
 
 use std::io::{BufRead, BufReader, Write};

@@ -9,6 +9,7 @@ use cairn_proto::v1::{
     CommitOffsetsRequest, DescribeTopicRequest, FetchOffsetsRequest, FindCoordinatorRequest,
     PartitionCommit, PartitionDescription, groups_client::GroupsClient,
 };
+use cairn_tests::group::find_coordinator;
 use cairn_tests::{TestCluster, wait_for};
 use tonic::transport::Channel;
 
@@ -36,15 +37,7 @@ async fn groups(addr: &str) -> Result<GroupsClient<Channel>> {
 
 /// The coordinator `via` names: (id, address).
 async fn coordinator(cluster: &TestCluster, via: u32) -> Option<(u32, String)> {
-    let mut client = groups(&cluster.broker(via).addr().to_string()).await.ok()?;
-    let found = client
-        .find_coordinator(FindCoordinatorRequest {
-            group_id: GROUP.into(),
-        })
-        .await
-        .ok()?
-        .into_inner();
-    Some((found.coordinator_id, found.address))
+    find_coordinator(cluster, via, GROUP).await
 }
 
 /// `__consumer_offsets` partition 0 as broker `id`'s own replica has it.
@@ -319,5 +312,163 @@ async fn bad_group_input_is_refused_and_changes_nothing() -> Result<()> {
     let joined = answers.message().await?.context("an answer")?;
     assert!(joined.error.is_none(), "{joined:?}");
     assert_eq!(joined.member_epoch, 1);
+    Ok(())
+}
+
+/// Member processes, a fast session timeout, three offsets partitions.
+const MEMBERS_CONFIG: &str = "\
+[cluster]
+broker_heartbeat_interval_ms = 500
+broker_session_timeout_ms = 3000
+
+[replication]
+replica_lag_time_max_ms = 5000
+
+[groups]
+heartbeat_interval_ms = 300
+session_timeout_ms = 5000
+offsets_topic_partitions = 3
+";
+
+const WORK: &str = "work";
+
+/// One member's heartbeat stream, driven by hand.
+struct RawMember {
+    group: String,
+    id: String,
+    epoch: i32,
+    instance: Option<String>,
+    tx: tokio::sync::mpsc::Sender<cairn_proto::v1::GroupHeartbeatRequest>,
+    answers: tonic::Streaming<cairn_proto::v1::GroupHeartbeatResponse>,
+    owned: std::collections::BTreeSet<u32>,
+}
+
+impl RawMember {
+    async fn join(
+        addr: &str,
+        group: &str,
+        id: &str,
+        instance: Option<&str>,
+        topic: &str,
+    ) -> Result<Self> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let answers = groups(addr)
+            .await?
+            .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let mut m = Self {
+            group: group.into(),
+            id: id.into(),
+            epoch: 0,
+            instance: instance.map(Into::into),
+            tx,
+            answers,
+            owned: Default::default(),
+        };
+        m.beat(Some(topic)).await?;
+        Ok(m)
+    }
+
+    /// Sends a heartbeat reporting what it owns, takes the answer's assignment as owned.
+    async fn beat(&mut self, subscribe: Option<&str>) -> Result<()> {
+        use cairn_proto::v1::{
+            GroupHeartbeatRequest, OwnedPartitions, Subscription, TopicPartitions,
+        };
+        self.tx
+            .send(GroupHeartbeatRequest {
+                group_id: self.group.clone(),
+                member_id: self.id.clone(),
+                member_epoch: self.epoch,
+                instance_id: self.instance.clone(),
+                subscription: subscribe.map(|t| Subscription {
+                    topics: vec![t.into()],
+                }),
+                owned: Some(OwnedPartitions {
+                    topics: vec![TopicPartitions {
+                        topic: WORK.into(),
+                        partitions: self.owned.iter().copied().collect(),
+                    }],
+                }),
+            })
+            .await?;
+        let answer = self.answers.message().await?.context("an answer")?;
+        anyhow::ensure!(answer.error.is_none(), "refused: {:?}", answer.error);
+        self.epoch = answer.member_epoch;
+        if let Some(a) = answer.assignment {
+            self.owned = a
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().copied())
+                .collect();
+        }
+        Ok(())
+    }
+}
+
+/// A static member (instance id) that leaves for a restart (epoch -2) and comes back under a
+/// new member id gets its partitions back at once, and the group epoch does not move: no
+/// rebalance, nobody else is disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarts_without_a_rebalance() -> Result<()> {
+    use cairn_tests::group::describe_group;
+
+    let cluster = TestCluster::start(1, Some(MEMBERS_CONFIG))?;
+    cluster.wait_brokers_alive(&[1]).await?;
+    let addr = cluster.broker(1).addr().to_string();
+    cluster
+        .client()
+        .await?
+        .admin()
+        .create_topic(cairn_client::NewTopic::new(WORK, 4))
+        .await?;
+    wait_for("the coordinator", WAIT, || {
+        find_coordinator(&cluster, 1, "statics")
+    })
+    .await?;
+    let mut a = loop {
+        match RawMember::join(&addr, "statics", "a-1", Some("instance-a"), WORK).await {
+            Ok(m) => break m,
+            // The offsets partition may still be loading.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let mut b = RawMember::join(&addr, "statics", "b-1", None, WORK).await?;
+    // Heartbeat until both own two partitions each (a revokes two, then b gets them).
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(a.owned.len() == 2 && b.owned.len() == 2) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no 2-2 split: {:?} {:?}",
+            a.owned,
+            b.owned
+        );
+        a.beat(None).await?;
+        b.beat(None).await?;
+    }
+    let before = describe_group(&cluster, 1, "statics", WORK)
+        .await
+        .context("describe")?;
+    let epoch_before = a.epoch;
+
+    // a leaves for a restart, and its successor joins under the same instance id.
+    a.epoch = -2;
+    a.beat(None).await?;
+    let mut a2 = RawMember::join(&addr, "statics", "a-2", Some("instance-a"), WORK).await?;
+    let a_owned = before.assigned["a-1"].clone();
+    assert_eq!(
+        a2.owned, a_owned,
+        "the successor takes the same partitions at once"
+    );
+    assert_eq!(a2.epoch, epoch_before, "no new group epoch: no rebalance");
+    b.beat(None).await?;
+    a2.beat(None).await?;
+    let after = describe_group(&cluster, 1, "statics", WORK)
+        .await
+        .context("describe")?;
+    assert_eq!(after.assigned.get("a-2"), Some(&a_owned));
+    assert_eq!(after.assigned.get("b-1"), before.assigned.get("b-1"));
+    assert!(!after.assigned.contains_key("a-1"));
+    assert!(after.stable, "{after:?}");
     Ok(())
 }
