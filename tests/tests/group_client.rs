@@ -468,3 +468,116 @@ fn wait_output(child: &mut Child) -> Output {
         stderr,
     }
 }
+
+/// Three `topic consume -g` processes split six partitions; no partition ever has two holders;
+/// every record is printed exactly once while members only join; one is SIGKILLed and, after
+/// the session timeout, the two left share its partitions and read on from its commits
+/// (re-reading at most what it printed after its last commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_members_rebalance_and_outlive_a_killed_one() -> Result<()> {
+    use cairn_tests::TestCluster;
+    use cairn_tests::group::{GroupMember, GroupView, describe_group};
+
+    const TOPIC: &str = "jobs";
+    const GROUP: &str = "workers";
+    let cluster = TestCluster::start(1, Some(CONFIG))?;
+    cluster.wait_brokers_alive(&[1]).await?;
+    let client = cluster.client().await?;
+    client.admin().create_topic(NewTopic::new(TOPIC, 6)).await?;
+    let producer = client.producer(ProducerConfig::default());
+    let produce = |from: u32| {
+        let sends: Vec<_> = (0..6u32)
+            .flat_map(|p| (from..from + 10).map(move |i| (p, i)))
+            .map(|(p, i)| {
+                producer.send(ProducerRecord::new(TOPIC, format!("{p}-{i}")).partition(p))
+            })
+            .collect();
+        futures::future::try_join_all(sends)
+    };
+    produce(0).await?;
+
+    let brokers = cluster.bootstrap_list();
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(GroupMember::start(&brokers, TOPIC, GROUP)?);
+    }
+    // Watches the group until `done`, checking at every look that no partition has two
+    // holders.
+    let watch = |what: &'static str, done: &'static (dyn Fn(&GroupView) -> bool + Sync)| {
+        let cluster = &cluster;
+        async move {
+            cairn_tests::wait_for(what, WAIT, || async move {
+                let view = describe_group(cluster, 1, GROUP, TOPIC).await?;
+                if let Err(twice) = view.holders() {
+                    panic!("{twice}");
+                }
+                done(&view).then_some(view)
+            })
+            .await
+        }
+    };
+    watch("three members with two partitions each", &|v| {
+        v.stable && v.shares() == [2, 2, 2]
+    })
+    .await?;
+    let printed = |members: &[GroupMember]| -> Vec<(u32, i64)> {
+        members
+            .iter()
+            .flat_map(|m| m.records())
+            .map(|(p, o, _)| (p, o))
+            .collect()
+    };
+    cairn_tests::wait_for("60 records printed", WAIT, || async {
+        (printed(&members).len() >= 60).then_some(())
+    })
+    .await?;
+    let mut seen = printed(&members);
+    seen.sort_unstable();
+    let before_kill = seen.clone();
+    seen.dedup();
+    assert_eq!(before_kill, seen, "joins alone print every record once");
+    assert_eq!(seen.len(), 60);
+
+    // One member vanishes; the others take its partitions after the session timeout.
+    let view = describe_group(&cluster, 1, GROUP, TOPIC)
+        .await
+        .context("describing")?;
+    let killed_before = members[1].records();
+    members[1].kill();
+    let killed_printed: BTreeSet<(u32, i64)> =
+        killed_before.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let killed_partitions: BTreeSet<u32> = killed_printed.iter().map(|(p, _)| *p).collect();
+    produce(10).await?;
+    watch("two members with three partitions each", &|v| {
+        v.stable && v.shares() == [3, 3]
+    })
+    .await?;
+    cairn_tests::wait_for("every record of 0..20 printed", WAIT, || async {
+        let all: BTreeSet<(u32, i64)> = printed(&members).into_iter().collect();
+        (all.len() == 120).then_some(())
+    })
+    .await?;
+    let mut counts: BTreeMap<(u32, i64), usize> = BTreeMap::new();
+    for r in printed(&members) {
+        *counts.entry(r).or_default() += 1;
+    }
+    for ((p, o), n) in &counts {
+        assert!(
+            *n == 1 || (killed_partitions.contains(p) && *n == 2),
+            "record {p}@{o} printed {n} times; only the killed member's uncommitted tail may \
+             come twice (it held {killed_partitions:?}; group before the kill: {view:?})"
+        );
+    }
+
+    // The survivors stop cleanly, committing everything.
+    for (i, m) in members.iter_mut().enumerate() {
+        if i != 1 {
+            m.stop()?;
+        }
+    }
+    let view = watch("an empty group", &|v| v.assigned.is_empty()).await?;
+    for (p, (committed, end, lag, _)) in &view.progress {
+        assert_eq!((*committed, *end, *lag), (20, 20, 0), "partition {p}");
+    }
+    Ok(())
+}
