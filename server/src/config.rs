@@ -74,6 +74,31 @@ pub struct GroupsConfig {
     pub offsets_cleanup_min_records: u64,
 }
 
+impl GroupsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.assignor
+            .parse::<crate::group::AssignorKind>()
+            .map_err(|e| ConfigError::Invalid(format!("groups.assignor: {e}")))?;
+        if self.session_timeout_ms == 0
+            || self.heartbeat_interval_ms == 0
+            || self.heartbeat_interval_ms >= self.session_timeout_ms
+        {
+            return Err(ConfigError::Invalid(
+                "groups: heartbeat_interval_ms must be positive and below session_timeout_ms"
+                    .into(),
+            ));
+        }
+        if self.offsets_topic_partitions == 0 || self.offsets_topic_replication_factor == 0 {
+            return Err(ConfigError::Invalid(
+                "groups: offsets_topic_partitions and offsets_topic_replication_factor must be \
+                 positive"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for GroupsConfig {
     fn default() -> Self {
         Self {
@@ -398,6 +423,7 @@ impl BrokerConfig {
                     .into(),
             ));
         }
+        self.groups.validate()?;
         self.cluster.validate()
     }
 }
@@ -417,6 +443,40 @@ mod tests {
         assert_eq!(c.topic_defaults.segment_bytes, None);
         assert_eq!(c.limits.max_records_per_request, 5);
         assert_eq!(c.limits.max_fetch_bytes, Limits::default().max_fetch_bytes);
+    }
+
+    #[test]
+    fn the_readme_lists_every_key_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme
+            .find("## Configuration")
+            .expect("a Configuration section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").expect("its end")];
+        let documented: BrokerConfig = toml::from_str(block).expect("the README's TOML parses");
+        documented.validate().unwrap();
+        let json = |c: &BrokerConfig| serde_json::to_value(c).unwrap();
+        assert_eq!(json(&documented), json(&BrokerConfig::default()));
+    }
+
+    #[test]
+    fn bad_group_settings_say_why() {
+        let mut c = BrokerConfig::default();
+        c.groups.assignor = "roundrobin".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("groups.assignor")
+        );
+        let mut c = BrokerConfig::default();
+        c.groups.heartbeat_interval_ms = c.groups.session_timeout_ms;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat_interval_ms")
+        );
     }
 
     #[test]
