@@ -677,3 +677,15 @@ async fn resolve_starts(
     }
     Ok(starts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_consumer_can_move_between_tasks() {
+        fn send<T: Send>() {}
+        send::<GroupConsumer>();
+        send::<GroupEvent>();
+    }
+}
