@@ -7,29 +7,24 @@
 //! where new partitions start) outstanding, kept in the consumer so that dropping a `next()`
 //! future loses nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use cairn_proto::v1::{CommitOffsetsRequest, FetchOffsetsRequest, PartitionCommit};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
-use super::heartbeat::{Command, Heartbeat, Identity, LEAVE_WAIT, SharedIdentity, Update};
-use super::member::{Membership, new_member_id};
+use super::coordinator::Start;
+use super::heartbeat::{self, Command, Identity, LEAVE_WAIT, SharedIdentity, Update};
 use super::progress::{Progress, diff};
-use super::{Coordinator, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition, by_topic};
-use crate::client::{Client, SeekTo};
+use super::{Coordinator, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition};
+use crate::client::Client;
 use crate::consumer::{Consumer, ConsumerConfig, OffsetReset};
 use crate::error::{Error, Result};
-
-/// How many times a commit refused with `STALE_MEMBER_EPOCH` is tried again, each after the
-/// client's backoff: the heartbeat in flight brings the member's new epoch meanwhile.
-const STALE_EPOCH_RETRIES: u32 = 3;
 
 /// A member of a consumer group: subscribe, then read its [`GroupEvent`]s as a [`Stream`].
 /// Made by [`Client::group_consumer`]. See the [module docs](crate::group) for what it
@@ -90,13 +85,6 @@ enum Op {
     },
     /// Looking up where newly assigned partitions start.
     Start(BoxFuture<'static, Result<Vec<Start>>>),
-}
-
-/// Where a newly assigned partition starts.
-struct Start {
-    tp: TopicPartition,
-    next: i64,
-    committed: Option<i64>,
 }
 
 /// A finished [`Op`].
@@ -178,7 +166,9 @@ impl GroupConsumer {
             self.auto_commit = Some(Box::pin(tokio::time::sleep(every)));
         }
         let member = self.member.get_or_insert_with(|| {
-            spawn_heartbeat(&self.config, &self.coordinator, &self.identity)
+            let (commands, updates) =
+                heartbeat::spawn(&self.config, &self.coordinator, &self.identity);
+            MemberTask { commands, updates }
         });
         let _ = member.commands.send(Command::Subscribe(topics));
     }
@@ -240,12 +230,9 @@ impl GroupConsumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        let committed = commit_offsets(
-            Arc::clone(&self.coordinator),
-            Arc::clone(&self.identity),
-            offsets,
-        )
-        .await?;
+        let committed = Arc::clone(&self.coordinator)
+            .commit(Arc::clone(&self.identity), offsets)
+            .await?;
         self.progress.committed(&committed);
         Ok(())
     }
@@ -425,11 +412,9 @@ impl GroupConsumer {
             return true;
         }
         if !steps.assign.is_empty() {
-            self.op = Some(Op::Start(Box::pin(resolve_starts(
-                Arc::clone(&self.coordinator),
-                self.config.offset_reset,
-                steps.assign,
-            ))));
+            self.op = Some(Op::Start(Box::pin(
+                Arc::clone(&self.coordinator).starts(self.config.offset_reset, steps.assign),
+            )));
             return true;
         }
         false
@@ -482,11 +467,7 @@ impl GroupConsumer {
         &self,
         offsets: Vec<(TopicPartition, i64)>,
     ) -> BoxFuture<'static, Result<Vec<(TopicPartition, i64)>>> {
-        Box::pin(commit_offsets(
-            Arc::clone(&self.coordinator),
-            Arc::clone(&self.identity),
-            offsets,
-        ))
+        Box::pin(Arc::clone(&self.coordinator).commit(Arc::clone(&self.identity), offsets))
     }
 
     /// Applies a finished call.
@@ -548,132 +529,14 @@ impl Stream for GroupConsumer {
     }
 }
 
-/// Starts the heartbeat task of a new member.
-fn spawn_heartbeat(
-    config: &GroupConsumerConfig,
-    coordinator: &Arc<Coordinator>,
-    identity: &SharedIdentity,
-) -> MemberTask {
-    let (commands, commands_rx) = mpsc::unbounded_channel();
-    let (updates_tx, updates) = mpsc::unbounded_channel();
-    let member_id = new_member_id();
-    *identity.lock().expect("identity lock poisoned") = Identity {
-        member_id: member_id.clone(),
-        epoch: 0,
-    };
-    let membership = Membership::new(
-        config.group_id.clone(),
-        member_id,
-        config.instance_id.clone(),
-        config.session_timeout,
-        coordinator.client().config().request_timeout,
-        std::time::Instant::now(),
-    );
-    tokio::spawn(
-        Heartbeat {
-            membership,
-            coordinator: Arc::clone(coordinator),
-            identity: Arc::clone(identity),
-            updates: updates_tx,
-            commands: commands_rx,
-        }
-        .run(),
-    );
-    MemberTask { commands, updates }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Commits `offsets` as the member `identity` holds when each attempt leaves.
-async fn commit_offsets(
-    coordinator: Arc<Coordinator>,
-    identity: SharedIdentity,
-    offsets: Vec<(TopicPartition, i64)>,
-) -> Result<Vec<(TopicPartition, i64)>> {
-    let commits: Vec<PartitionCommit> = offsets
-        .iter()
-        .map(|(tp, offset)| PartitionCommit {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-            offset: *offset,
-            metadata: String::new(),
-        })
-        .collect();
-    let mut attempt = 0;
-    loop {
-        let Identity { member_id, epoch } =
-            identity.lock().expect("identity lock poisoned").clone();
-        let request = CommitOffsetsRequest {
-            group_id: coordinator.group().to_owned(),
-            member_id,
-            member_epoch: epoch,
-            offsets: commits.clone(),
-        };
-        let result = coordinator
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.commit_offsets(request).await }
-            })
-            .await;
-        match result {
-            Ok(_) => return Ok(offsets),
-            Err(Error::StaleMemberEpoch { .. }) if attempt < STALE_EPOCH_RETRIES => {
-                attempt += 1;
-                tokio::time::sleep(coordinator.client().config().backoff(attempt)).await;
-            }
-            Err(e) => return Err(e),
-        }
+    #[test]
+    fn a_group_consumer_can_move_between_tasks() {
+        fn send<T: Send>() {}
+        send::<GroupConsumer>();
+        send::<GroupEvent>();
     }
-}
-
-/// Where each of `partitions` starts: the group's committed offset, else `reset`.
-async fn resolve_starts(
-    coordinator: Arc<Coordinator>,
-    reset: ResetPolicy,
-    partitions: BTreeSet<TopicPartition>,
-) -> Result<Vec<Start>> {
-    let request = FetchOffsetsRequest {
-        group_id: coordinator.group().to_owned(),
-        topics: by_topic(&partitions),
-    };
-    let answer = coordinator
-        .call(|mut c| {
-            let request = request.clone();
-            async move { c.fetch_offsets(request).await }
-        })
-        .await?;
-    let committed: HashMap<TopicPartition, i64> = answer
-        .offsets
-        .into_iter()
-        .filter(|c| c.offset >= 0)
-        .map(|c| (TopicPartition::new(c.topic, c.partition), c.offset))
-        .collect();
-    let mut starts = Vec::with_capacity(partitions.len());
-    let mut missing: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for tp in partitions {
-        match committed.get(&tp) {
-            Some(&offset) => starts.push(Start {
-                tp,
-                next: offset,
-                committed: Some(offset),
-            }),
-            None => missing.entry(tp.topic).or_default().push(tp.partition),
-        }
-    }
-    let at = match reset {
-        ResetPolicy::Earliest => SeekTo::Earliest,
-        ResetPolicy::Latest => SeekTo::Latest,
-    };
-    for (topic, parts) in missing {
-        for o in coordinator
-            .client()
-            .list_offsets(&topic, &parts, at)
-            .await?
-        {
-            starts.push(Start {
-                tp: TopicPartition::new(topic.clone(), o.partition),
-                next: o.offset,
-                committed: None,
-            });
-        }
-    }
-    Ok(starts)
 }

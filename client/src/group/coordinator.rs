@@ -1,4 +1,5 @@
-//! Finding a group's coordinator and calling it.
+//! Finding a group's coordinator, and the calls a member makes to it besides heartbeats:
+//! committing offsets and looking up where newly assigned partitions start.
 //!
 //! Any broker answers `FindCoordinator` (the first call creates `__consumer_offsets`, so the
 //! answer may be `COORDINATOR_NOT_AVAILABLE` for a few seconds); the address is cached until a
@@ -6,16 +7,35 @@
 //! taken at once) or a transport error. Calls retry those, with the client's backoff and
 //! attempt budget, like requests to partition leaders.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use cairn_proto::v1::FindCoordinatorRequest;
 use cairn_proto::v1::groups_client::GroupsClient;
+use cairn_proto::v1::{
+    CommitOffsetsRequest, FetchOffsetsRequest, FindCoordinatorRequest, PartitionCommit,
+};
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client::{Client, normalize};
+use super::heartbeat::{Identity, SharedIdentity};
+use super::{ResetPolicy, TopicPartition, by_topic};
+use crate::client::{Client, SeekTo, normalize};
 use crate::error::{Error, Result};
+
+/// How many times a commit refused with `STALE_MEMBER_EPOCH` is tried again, each after the
+/// client's backoff: the heartbeat in flight brings the member's new epoch meanwhile.
+const STALE_EPOCH_RETRIES: u32 = 3;
+
+/// Where a newly assigned partition starts.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub tp: TopicPartition,
+    /// The first offset to read.
+    pub next: i64,
+    /// The group's committed offset, if it has one.
+    pub committed: Option<i64>,
+}
 
 /// One group's coordinator, as far as this client knows.
 #[derive(Debug)]
@@ -141,5 +161,106 @@ impl Coordinator {
                 tokio::time::sleep(self.client.config().backoff(attempt)).await;
             }
         }
+    }
+
+    /// Commits `offsets` as the member `identity` holds when each attempt leaves, and returns
+    /// them once stored.
+    ///
+    /// # Errors
+    ///
+    /// The coordinator's refusal (all or nothing), or transport errors after the retries.
+    pub async fn commit(
+        self: Arc<Self>,
+        identity: SharedIdentity,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        let commits: Vec<PartitionCommit> = offsets
+            .iter()
+            .map(|(tp, offset)| PartitionCommit {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: *offset,
+                metadata: String::new(),
+            })
+            .collect();
+        let mut attempt = 0;
+        loop {
+            let Identity { member_id, epoch } =
+                identity.lock().expect("identity lock poisoned").clone();
+            let request = CommitOffsetsRequest {
+                group_id: self.group().to_owned(),
+                member_id,
+                member_epoch: epoch,
+                offsets: commits.clone(),
+            };
+            let result = self
+                .call(|mut c| {
+                    let request = request.clone();
+                    async move { c.commit_offsets(request).await }
+                })
+                .await;
+            match result {
+                Ok(_) => return Ok(offsets),
+                Err(Error::StaleMemberEpoch { .. }) if attempt < STALE_EPOCH_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(self.client().config().backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Where each of `partitions` starts: the group's committed offset, else `reset`.
+    ///
+    /// # Errors
+    ///
+    /// `FetchOffsets` or `ListOffsets` errors after the retries.
+    pub async fn starts(
+        self: Arc<Self>,
+        reset: ResetPolicy,
+        partitions: BTreeSet<TopicPartition>,
+    ) -> Result<Vec<Start>> {
+        let request = FetchOffsetsRequest {
+            group_id: self.group().to_owned(),
+            topics: by_topic(&partitions),
+        };
+        let answer = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.fetch_offsets(request).await }
+            })
+            .await?;
+        let committed: HashMap<TopicPartition, i64> = answer
+            .offsets
+            .into_iter()
+            .filter(|c| c.offset >= 0)
+            .map(|c| (TopicPartition::new(c.topic, c.partition), c.offset))
+            .collect();
+        let mut starts = Vec::with_capacity(partitions.len());
+        let mut missing: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for tp in partitions {
+            match committed.get(&tp) {
+                Some(&offset) => starts.push(Start {
+                    tp,
+                    next: offset,
+                    committed: Some(offset),
+                }),
+                None => missing.entry(tp.topic).or_default().push(tp.partition),
+            }
+        }
+        let at = match reset {
+            ResetPolicy::Earliest => SeekTo::Earliest,
+            ResetPolicy::Latest => SeekTo::Latest,
+        };
+        for (topic, parts) in missing {
+            for o in self.client().list_offsets(&topic, &parts, at).await? {
+                starts.push(Start {
+                    tp: TopicPartition::new(topic.clone(), o.partition),
+                    next: o.offset,
+                    committed: None,
+                });
+            }
+        }
+        Ok(starts)
     }
 }

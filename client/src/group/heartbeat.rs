@@ -21,9 +21,9 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::TopicPartition;
 use super::coordinator::Coordinator;
-use super::member::{Membership, Outcome};
+use super::member::{Membership, Outcome, new_member_id};
+use super::{GroupConsumerConfig, TopicPartition};
 use crate::error::{Error, Result};
 
 /// How long a leave may take before the task gives up on it (the session timeout then
@@ -70,13 +70,25 @@ struct Link {
     answers: Streaming<GroupHeartbeatResponse>,
 }
 
-/// The heartbeat task's state.
-pub(crate) struct Heartbeat {
-    pub membership: Membership,
-    pub coordinator: Arc<Coordinator>,
-    pub identity: SharedIdentity,
-    pub updates: mpsc::UnboundedSender<Update>,
-    pub commands: mpsc::UnboundedReceiver<Command>,
+/// The heartbeat task: the membership, the stream, and the channels to the consumer.
+struct Heartbeat {
+    membership: Membership,
+    coordinator: Arc<Coordinator>,
+    identity: SharedIdentity,
+    updates: mpsc::UnboundedSender<Update>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// The open stream, if any.
+    link: Option<Link>,
+    /// Opening a stream (finding the coordinator first), while there is none.
+    connecting: Option<BoxFuture<'static, Result<Link>>>,
+    /// When the next connect may start.
+    retry_at: Instant,
+    /// Consecutive failures (connects, refusals), for the back-off.
+    failures: u32,
+    /// Who waits for the leave to finish.
+    leave_replies: Vec<oneshot::Sender<()>>,
+    /// When an unanswered leave is given up.
+    leave_deadline: Option<Instant>,
 }
 
 /// What the task does after an event.
@@ -87,115 +99,149 @@ enum Next {
     Stop,
 }
 
+/// Starts the heartbeat task of a new member of `config.group_id`: a fresh member id, epoch
+/// 0, written to `identity`. Returns the consumer's ends of its channels.
+pub(crate) fn spawn(
+    config: &GroupConsumerConfig,
+    coordinator: &Arc<Coordinator>,
+    identity: &SharedIdentity,
+) -> (
+    mpsc::UnboundedSender<Command>,
+    mpsc::UnboundedReceiver<Update>,
+) {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (updates, updates_rx) = mpsc::unbounded_channel();
+    let member_id = new_member_id();
+    *identity.lock().expect("identity lock poisoned") = Identity {
+        member_id: member_id.clone(),
+        epoch: 0,
+    };
+    let membership = Membership::new(
+        config.group_id.clone(),
+        member_id,
+        config.instance_id.clone(),
+        config.session_timeout,
+        coordinator.client().config().request_timeout,
+        std::time::Instant::now(),
+    );
+    let task = Heartbeat {
+        membership,
+        coordinator: Arc::clone(coordinator),
+        identity: Arc::clone(identity),
+        updates,
+        commands,
+        link: None,
+        connecting: None,
+        retry_at: Instant::now(),
+        failures: 0,
+        leave_replies: Vec::new(),
+        leave_deadline: None,
+    };
+    tokio::spawn(task.run());
+    (commands_tx, updates_rx)
+}
+
 impl Heartbeat {
     /// Runs until the member left, the consumer is gone, or the membership failed.
-    pub async fn run(mut self) {
-        let mut link: Option<Link> = None;
-        let mut connecting: Option<BoxFuture<'static, Result<Link>>> = None;
-        let mut retry_at = Instant::now();
-        // Consecutive failures (connects, refusals), for the back-off.
-        let mut failures: u32 = 0;
-        let mut leave_replies: Vec<oneshot::Sender<()>> = Vec::new();
-        let mut leave_deadline: Option<Instant> = None;
+    async fn run(mut self) {
         loop {
-            let now = Instant::now();
-            if leave_deadline.is_some_and(|d| now >= d) {
+            if self.leave_deadline.is_some_and(|d| Instant::now() >= d) {
                 tracing::debug!(
                     group = self.coordinator.group(),
                     "leave unanswered; giving up"
                 );
                 break;
             }
-            let next = if let Some(up) = link.as_mut() {
-                if let Some(request) = self.membership.request(now.into_std())
-                    && up.requests.try_send(request).is_err()
-                {
-                    // The stream's sending half is gone: the call ended.
-                    self.membership.on_stream_closed();
-                    link = None;
-                    retry_at = now;
-                    continue;
-                }
-                let wake = Instant::from_std(self.membership.next_wakeup());
-                let listening = !self.membership.is_leaving();
-                tokio::select! {
-                    command = self.commands.recv(), if listening => {
-                        self.command(command, &mut leave_replies, &mut leave_deadline)
-                    }
-                    answer = up.answers.next() => self.answer(answer, &mut failures),
-                    () = sleep_until(wake) => self.tick(),
-                }
+            let next = if self.link.is_some() {
+                self.step_connected().await
+            } else if self.membership.is_leaving() {
+                // No coordinator to tell: the session timeout will remove the member.
+                Next::Stop
             } else {
-                if self.membership.is_leaving() {
-                    // No coordinator to tell: the session timeout will remove the member.
-                    break;
-                }
-                let connect = connecting.get_or_insert_with(|| {
-                    Box::pin(connect(Arc::clone(&self.coordinator), retry_at))
-                });
-                let session = self.membership.session_deadline().map(Instant::from_std);
-                tokio::select! {
-                    command = self.commands.recv() => {
-                        self.command(command, &mut leave_replies, &mut leave_deadline)
-                    }
-                    () = sleep_until(session.unwrap_or(now)), if session.is_some() => self.tick(),
-                    result = connect => {
-                        connecting = None;
-                        match result {
-                            Ok(up) => {
-                                self.membership.on_stream_closed();
-                                link = Some(up);
-                                Next::Continue
-                            }
-                            Err(e) => self.connect_failed(&e, &mut failures),
-                        }
-                    }
-                }
+                self.step_disconnected().await
             };
             match next {
                 Next::Continue => {}
                 Next::Reconnect(after) => {
                     self.membership.on_stream_closed();
-                    link = None;
-                    connecting = None;
-                    retry_at = Instant::now() + after;
+                    self.link = None;
+                    self.connecting = None;
+                    self.retry_at = Instant::now() + after;
                 }
                 Next::Stop => break,
             }
         }
-        for reply in leave_replies {
+        for reply in self.leave_replies.drain(..) {
             let _ = reply.send(());
         }
     }
 
-    fn command(
-        &mut self,
-        command: Option<Command>,
-        leave_replies: &mut Vec<oneshot::Sender<()>>,
-        leave_deadline: &mut Option<Instant>,
-    ) -> Next {
+    /// Sends the heartbeat due, if any, then waits for a command, an answer or a timer.
+    async fn step_connected(&mut self) -> Next {
+        let up = self.link.as_mut().expect("called with a stream");
+        if let Some(request) = self.membership.request(std::time::Instant::now())
+            && up.requests.try_send(request).is_err()
+        {
+            // The stream's sending half is gone: the call ended.
+            return Next::Reconnect(Duration::ZERO);
+        }
+        let wake = Instant::from_std(self.membership.next_wakeup());
+        let listening = !self.membership.is_leaving();
+        tokio::select! {
+            command = self.commands.recv(), if listening => self.command(command),
+            answer = up.answers.next() => self.answer(answer),
+            () = sleep_until(wake) => self.tick(),
+        }
+    }
+
+    /// Waits for the stream to open, a command, or the session to run out.
+    async fn step_disconnected(&mut self) -> Next {
+        let connect = self
+            .connecting
+            .get_or_insert_with(|| Box::pin(connect(Arc::clone(&self.coordinator), self.retry_at)));
+        let session = self.membership.session_deadline().map(Instant::from_std);
+        tokio::select! {
+            command = self.commands.recv() => self.command(command),
+            () = sleep_until(session.unwrap_or_else(Instant::now)), if session.is_some() => {
+                self.tick()
+            }
+            result = connect => {
+                self.connecting = None;
+                match result {
+                    Ok(up) => {
+                        self.membership.on_stream_closed();
+                        self.link = Some(up);
+                        Next::Continue
+                    }
+                    Err(e) => self.connect_failed(&e),
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, command: Option<Command>) -> Next {
         match command {
             Some(Command::Subscribe(topics)) => self.membership.on_subscribe(topics),
             Some(Command::Owned { losses, owned }) => self.membership.on_owned(losses, owned),
             Some(Command::Leave(reply)) => {
-                leave_replies.push(reply);
-                self.start_leaving(leave_deadline);
+                self.leave_replies.push(reply);
+                self.start_leaving();
             }
             // The consumer was dropped without closing: leave, best effort.
-            None => self.start_leaving(leave_deadline),
+            None => self.start_leaving(),
         }
         Next::Continue
     }
 
-    fn start_leaving(&mut self, leave_deadline: &mut Option<Instant>) {
+    fn start_leaving(&mut self) {
         self.membership.leave();
-        leave_deadline.get_or_insert_with(|| Instant::now() + LEAVE_WAIT);
+        self.leave_deadline
+            .get_or_insert_with(|| Instant::now() + LEAVE_WAIT);
     }
 
     fn answer(
         &mut self,
         answer: Option<std::result::Result<GroupHeartbeatResponse, tonic::Status>>,
-        failures: &mut u32,
     ) -> Next {
         let now = Instant::now().into_std();
         match answer {
@@ -204,7 +250,7 @@ impl Heartbeat {
                 self.publish_identity();
                 match outcome {
                     Outcome::Answered(assignment) => {
-                        *failures = 0;
+                        self.failures = 0;
                         if let Some(a) = assignment {
                             let _ = self.updates.send(Update::Assignment(a));
                         }
@@ -219,9 +265,9 @@ impl Heartbeat {
                         Next::Continue
                     }
                     Outcome::Retry(e) => {
-                        *failures += 1;
+                        self.failures += 1;
                         tracing::warn!(group = self.coordinator.group(), error = %e, "heartbeat refused; retrying");
-                        let backoff = self.coordinator.client().config().backoff(*failures);
+                        let backoff = self.coordinator.client().config().backoff(self.failures);
                         self.membership.hold((Instant::now() + backoff).into_std());
                         Next::Continue
                     }
@@ -237,13 +283,13 @@ impl Heartbeat {
                 if self.membership.is_leaving() {
                     return Next::Stop;
                 }
-                *failures += 1;
+                self.failures += 1;
                 let hinted = self.coordinator.forget(&e);
                 tracing::debug!(group = self.coordinator.group(), error = %e, "heartbeat stream failed");
                 Next::Reconnect(if hinted {
                     Duration::ZERO
                 } else {
-                    self.coordinator.client().config().backoff(*failures)
+                    self.coordinator.client().config().backoff(self.failures)
                 })
             }
             None => {
@@ -252,8 +298,8 @@ impl Heartbeat {
                 }
                 // The coordinator ended the stream (it is shutting down, say): find it again.
                 self.coordinator.reset();
-                *failures += 1;
-                Next::Reconnect(self.coordinator.client().config().backoff(*failures))
+                self.failures += 1;
+                Next::Reconnect(self.coordinator.client().config().backoff(self.failures))
             }
         }
     }
@@ -277,18 +323,18 @@ impl Heartbeat {
         Next::Continue
     }
 
-    fn connect_failed(&mut self, e: &Error, failures: &mut u32) -> Next {
+    fn connect_failed(&mut self, e: &Error) -> Next {
         if matches!(e, Error::InvalidArgument { .. }) {
             let _ = self.updates.send(Update::Fatal(e.clone()));
             return Next::Stop;
         }
-        *failures += 1;
+        self.failures += 1;
         let hinted = self.coordinator.forget(e);
         tracing::debug!(group = self.coordinator.group(), error = %e, "cannot reach the coordinator");
         Next::Reconnect(if hinted {
             Duration::ZERO
         } else {
-            self.coordinator.client().config().backoff(*failures)
+            self.coordinator.client().config().backoff(self.failures)
         })
     }
 
