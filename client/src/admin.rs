@@ -240,7 +240,6 @@ impl Admin {
     ///
     /// [`Error::GroupNotFound`]; [`Error::InvalidArgument`] with reason `INVALID_GROUP_ID`.
     pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription> {
-        self.find_coordinator(group_id).await?;
         let request = DescribeGroupRequest {
             group_id: group_id.into(),
         };
@@ -285,7 +284,6 @@ impl Admin {
     ///
     /// [`Error::GroupNotFound`]; [`Error::GroupNotEmpty`] while it has members.
     pub async fn delete_group(&self, group_id: &str) -> Result<()> {
-        self.find_coordinator(group_id).await?;
         let request = DeleteGroupRequest {
             group_id: group_id.into(),
         };
@@ -299,8 +297,8 @@ impl Admin {
     }
 
     /// Asks for the group's coordinator first: on a new cluster that creates the offsets
-    /// topic, which the other group calls need (they answer `COORDINATOR_NOT_AVAILABLE`
-    /// without it).
+    /// topic, which a reset needs to store offsets (it answers `COORDINATOR_NOT_AVAILABLE`
+    /// without it; describe and delete answer `GROUP_ID_NOT_FOUND`).
     async fn find_coordinator(&self, group_id: &str) -> Result<()> {
         Coordinator::new(self.client.clone(), group_id.to_owned())
             .find()

@@ -247,6 +247,8 @@ fn answer(member_id: &str, epoch: i32, parts: &[u32]) -> Result<GroupHeartbeatRe
             }],
         }),
         error: None,
+        // 0: not said, so the consumer keeps the session timeout it was configured with.
+        session_timeout_ms: 0,
     })
 }
 

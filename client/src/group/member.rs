@@ -200,6 +200,13 @@ impl Membership {
             self.interval =
                 Duration::from_millis(answer.heartbeat_interval_ms.unsigned_abs().into());
         }
+        if answer.session_timeout_ms > 0 {
+            // The coordinator's session timeout is the one that counts: past it, it has
+            // removed this member and may have given its partitions to others.
+            self.session_timeout =
+                Duration::from_millis(answer.session_timeout_ms.unsigned_abs().into());
+            self.answer_timeout = self.answer_timeout.min(self.session_timeout);
+        }
         self.next_due = now + self.interval;
         if answered_leave || self.epoch < 0 {
             return Outcome::Left;
@@ -365,6 +372,7 @@ mod tests {
                 }],
             }),
             error: None,
+            session_timeout_ms: 0,
         }
     }
 
@@ -509,6 +517,25 @@ mod tests {
         assert!(
             m.on_tick(t0 + Duration::from_secs(7)).is_none(),
             "nothing held: nothing more to lose"
+        );
+    }
+
+    #[test]
+    fn the_coordinators_session_timeout_overrides_the_configured_one() {
+        let t0 = Instant::now();
+        let mut m = member(t0);
+        m.request(t0).expect("join");
+        m.on_answer(
+            GroupHeartbeatResponse {
+                session_timeout_ms: 1_500,
+                ..answer(2, &[0])
+            },
+            t0,
+        );
+        m.on_owned(0, set(&[0]));
+        assert_eq!(
+            m.session_deadline(),
+            Some(t0 + Duration::from_millis(1_500))
         );
     }
 

@@ -143,10 +143,9 @@ pub struct GroupConsumerConfig {
     /// Commit the stream's positions this often, before a revoked partition is released, and
     /// on close; `None` leaves every commit to [`GroupConsumer::commit`]. Default 5 s.
     pub auto_commit: Option<Duration>,
-    /// The group's session timeout as this consumer assumes it: with no heartbeat answered
-    /// for this long, the coordinator has removed the member, so its partitions are treated as
-    /// lost and it rejoins. Set it to the brokers' `[groups] session_timeout_ms`. Default 45 s
-    /// (the broker's default).
+    /// The group's session timeout until the coordinator's first answer says what it is: with
+    /// no heartbeat answered for this long, the coordinator has removed the member, so its
+    /// partitions are treated as lost and it rejoins. Default 45 s (the broker's default).
     pub session_timeout: Duration,
     /// How long a fetch waits on the broker for records. Default 500 ms.
     pub max_wait: Duration,

@@ -20,10 +20,18 @@ pub(crate) fn table<const N: usize>(headers: [&str; N]) -> Table {
     t
 }
 
-/// Prints a table to stdout.
+/// Prints a table to stdout. If the reader went away (`cairn group describe g | head`), the
+/// command ends quietly, as Unix tools do, instead of panicking on the broken pipe.
 pub(crate) fn print_table(t: &Table) {
+    let mut out = std::io::stdout().lock();
     for line in t.lines() {
-        println!("{}", line.trim_end());
+        if let Err(e) = writeln!(out, "{}", line.trim_end()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -734,6 +734,7 @@ impl Coordinator {
     ///
     /// [`CoordinatorError::GroupNotFound`], [`CoordinatorError::GroupNotEmpty`], or the write.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
+        self.known_somewhere(group)?;
         let shard = self.shard(group)?;
         let entry = shard
             .entry(group)
@@ -769,6 +770,7 @@ impl Coordinator {
     ///
     /// [`CoordinatorError::GroupNotFound`], or not the coordinator.
     pub async fn describe(&self, group: &str) -> Result<GroupDescription> {
+        self.known_somewhere(group)?;
         let shard = self.shard(group)?;
         let entry = shard
             .entry(group)
@@ -784,6 +786,15 @@ impl Coordinator {
             topics: snapshot.topics,
             offsets: entry.offsets.clone(),
         })
+    }
+
+    /// Without the offsets topic no group exists yet: says so rather than "not available".
+    fn known_somewhere(&self, group: &str) -> Result<()> {
+        validate_group_id(group)?;
+        if self.locate(group).is_none() {
+            return Err(CoordinatorError::GroupNotFound(group.to_owned()));
+        }
+        Ok(())
     }
 
     /// The groups this broker coordinates.

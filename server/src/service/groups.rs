@@ -676,7 +676,7 @@ async fn heartbeat_one(
         owned,
     };
     Ok(match coordinator.heartbeat(&m.group_id, hb).await? {
-        Ok(answer) => heartbeat_pb(answer),
+        Ok(answer) => heartbeat_pb(answer, coordinator.config().session_timeout_ms),
         Err(refusal) => pb::GroupHeartbeatResponse {
             error: Some(error_status(&group_error_status(&m.group_id, &refusal))),
             ..Default::default()
@@ -684,7 +684,7 @@ async fn heartbeat_one(
     })
 }
 
-fn heartbeat_pb(a: HeartbeatResponse) -> pb::GroupHeartbeatResponse {
+fn heartbeat_pb(a: HeartbeatResponse, session_timeout_ms: u32) -> pb::GroupHeartbeatResponse {
     pb::GroupHeartbeatResponse {
         member_id: a.member_id.to_string(),
         member_epoch: a.member_epoch,
@@ -693,6 +693,7 @@ fn heartbeat_pb(a: HeartbeatResponse) -> pb::GroupHeartbeatResponse {
             topics: by_topic(&a.assignment),
         }),
         error: None,
+        session_timeout_ms: i32::try_from(session_timeout_ms).unwrap_or(i32::MAX),
     }
 }
 
