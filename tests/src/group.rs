@@ -17,6 +17,16 @@ use tonic::transport::Channel;
 
 use crate::{TestCluster, cairn_bin, signal, wait_exit};
 
+/// A broker config for group tests: failures detected in seconds (broker session 3 s, members'
+/// session 5 s, heartbeats every 300 ms), plus `groups_extra` lines in the `[groups]` table.
+pub fn fast_config(groups_extra: &str) -> String {
+    format!(
+        "[cluster]\nbroker_heartbeat_interval_ms = 500\nbroker_session_timeout_ms = 3000\n\n\
+         [replication]\nreplica_lag_time_max_ms = 5000\n\n\
+         [groups]\nheartbeat_interval_ms = 300\nsession_timeout_ms = 5000\n{groups_extra}"
+    )
+}
+
 /// One `cairn topic consume TOPIC -g GROUP` process printing `partition offset value` lines;
 /// killed on drop.
 #[derive(Debug)]

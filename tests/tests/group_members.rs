@@ -4,23 +4,13 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use cairn_tests::group::find_coordinator;
+use cairn_tests::group::{fast_config, find_coordinator};
 use cairn_tests::{TestCluster, wait_for};
 
 /// Member processes, a fast session timeout, three offsets partitions.
-const MEMBERS_CONFIG: &str = "\
-[cluster]
-broker_heartbeat_interval_ms = 500
-broker_session_timeout_ms = 3000
-
-[replication]
-replica_lag_time_max_ms = 5000
-
-[groups]
-heartbeat_interval_ms = 300
-session_timeout_ms = 5000
-offsets_topic_partitions = 3
-";
+fn members_config() -> String {
+    fast_config("offsets_topic_partitions = 3\n")
+}
 
 const WAIT: Duration = Duration::from_secs(30);
 const WORK: &str = "work";
@@ -74,7 +64,7 @@ async fn a_group_splits_rebalances_and_survives_member_and_coordinator_deaths() 
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-    let mut cluster = TestCluster::start(3, Some(MEMBERS_CONFIG))?;
+    let mut cluster = TestCluster::start(3, Some(&members_config()))?;
     cluster.wait_brokers_alive(&[1, 2, 3]).await?;
     let client = cluster.client().await?;
     client
@@ -256,7 +246,7 @@ async fn lag_grows_while_the_group_is_stopped_and_returns_to_zero() -> Result<()
     use cairn_client::{ProducerConfig, ProducerRecord};
     use cairn_tests::group::{GroupMember, describe_group};
 
-    let cluster = TestCluster::start(1, Some(MEMBERS_CONFIG))?;
+    let cluster = TestCluster::start(1, Some(&members_config()))?;
     cluster.wait_brokers_alive(&[1]).await?;
     let client = cluster.client().await?;
     client

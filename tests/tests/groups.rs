@@ -9,24 +9,16 @@ use cairn_proto::v1::{
     CommitOffsetsRequest, DescribeTopicRequest, FetchOffsetsRequest, FindCoordinatorRequest,
     PartitionCommit, PartitionDescription, groups_client::GroupsClient,
 };
-use cairn_tests::group::find_coordinator;
+use cairn_tests::group::{fast_config, find_coordinator};
 use cairn_tests::{TestCluster, wait_for};
 use tonic::transport::Channel;
 
 /// Fast failure detection; one small offsets partition cleaned early.
-const CONFIG: &str = "\
-[cluster]
-broker_heartbeat_interval_ms = 500
-broker_session_timeout_ms = 3000
-
-[replication]
-replica_lag_time_max_ms = 5000
-
-[groups]
-offsets_topic_partitions = 1
-offsets_topic_segment_bytes = 1024
-offsets_cleanup_min_records = 50
-";
+fn config() -> String {
+    fast_config(
+        "offsets_topic_partitions = 1\noffsets_topic_segment_bytes = 1024\noffsets_cleanup_min_records = 50\n",
+    )
+}
 
 const WAIT: Duration = Duration::from_secs(30);
 const GROUP: &str = "ledger-readers";
@@ -56,7 +48,7 @@ async fn offsets_replica(cluster: &TestCluster, id: u32) -> Option<PartitionDesc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_survive_cleaning_and_the_coordinators_death() -> Result<()> {
-    let mut cluster = TestCluster::start(3, Some(CONFIG))?;
+    let mut cluster = TestCluster::start(3, Some(&config()))?;
     cluster.wait_brokers_alive(&[1, 2, 3]).await?;
     let client = cluster.client().await?;
     client
@@ -316,19 +308,9 @@ async fn bad_group_input_is_refused_and_changes_nothing() -> Result<()> {
 }
 
 /// Member processes, a fast session timeout, three offsets partitions.
-const MEMBERS_CONFIG: &str = "\
-[cluster]
-broker_heartbeat_interval_ms = 500
-broker_session_timeout_ms = 3000
-
-[replication]
-replica_lag_time_max_ms = 5000
-
-[groups]
-heartbeat_interval_ms = 300
-session_timeout_ms = 5000
-offsets_topic_partitions = 3
-";
+fn members_config() -> String {
+    fast_config("offsets_topic_partitions = 3\n")
+}
 
 const WORK: &str = "work";
 
@@ -413,7 +395,7 @@ impl RawMember {
 async fn a_static_member_restarts_without_a_rebalance() -> Result<()> {
     use cairn_tests::group::describe_group;
 
-    let cluster = TestCluster::start(1, Some(MEMBERS_CONFIG))?;
+    let cluster = TestCluster::start(1, Some(&members_config()))?;
     cluster.wait_brokers_alive(&[1]).await?;
     let addr = cluster.broker(1).addr().to_string();
     cluster

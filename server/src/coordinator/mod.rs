@@ -578,18 +578,7 @@ impl Coordinator {
         entry: &mut Entry,
         offsets: Vec<(TopicPartition, i64, String)>,
     ) -> Result<Vec<(TopicPartition, Committed)>> {
-        let now = now_ms();
-        let stored: Vec<(TopicPartition, Committed)> = offsets
-            .into_iter()
-            .map(|(tp, offset, metadata)| {
-                let c = Committed {
-                    offset,
-                    metadata,
-                    commit_timestamp_ms: now,
-                };
-                (tp, c)
-            })
-            .collect();
+        let stored = stamped(offsets);
         let changed: Vec<(Key, Bytes)> = stored
             .iter()
             .filter(|(tp, c)| {
@@ -707,18 +696,7 @@ impl Coordinator {
             });
         }
         if dry_run {
-            let now = now_ms();
-            let answer = offsets
-                .into_iter()
-                .map(|(tp, offset, metadata)| {
-                    let c = Committed {
-                        offset,
-                        metadata,
-                        commit_timestamp_ms: now,
-                    };
-                    (tp, c)
-                })
-                .collect();
+            let answer = stamped(offsets);
             if entry.offsets.is_empty() {
                 drop(entry);
                 forget_if_unused(&shard, group);
@@ -1135,6 +1113,22 @@ fn check_member(
         });
     }
     Ok(())
+}
+
+/// Offsets as they are stored now.
+fn stamped(offsets: Vec<(TopicPartition, i64, String)>) -> Vec<(TopicPartition, Committed)> {
+    let now = now_ms();
+    offsets
+        .into_iter()
+        .map(|(tp, offset, metadata)| {
+            let c = Committed {
+                offset,
+                metadata,
+                commit_timestamp_ms: now,
+            };
+            (tp, c)
+        })
+        .collect()
 }
 
 fn offset_key(group: &str, tp: &TopicPartition) -> Key {
