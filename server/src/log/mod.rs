@@ -411,6 +411,7 @@ impl Log {
     ///
     /// As [`flush`](Self::flush), or [`LogError::Io`] writing the recovery point.
     pub fn close(self) -> Result<()> {
+        self.write_state().active.trim()?;
         self.force_flush()?;
         let end = self.log_end_offset();
         recovery::write_recovery_point(&self.dir, end, &self.sync)

@@ -137,7 +137,13 @@ pub(crate) fn reindex(segment: &mut ActiveSegment) -> Result<bool> {
         }
     };
     let file_len = map.len();
+    // Zeros written ahead of the data (an active segment preallocates) end it cleanly.
+    let zero_tail = damage.is_some() && map[position..].iter().all(|&b| b == 0);
     drop(map);
+    if zero_tail {
+        segment.truncate_file(position as u64)?;
+        return Ok(false);
+    }
     if let Some(reason) = &damage {
         warn!(
             path = %segment.path().display(),

@@ -9,7 +9,7 @@
 //! retention and locking belong to the [`Log`](super::Log).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +25,9 @@ use super::file_name::{FileKind, segment_path};
 use super::index::{ActiveIndex, OffsetEntry, SealedIndex};
 use super::time_index::TimeEntry;
 
+/// How far ahead of the data an active segment's file is filled with zeros.
+const PREALLOCATE_BYTES: u64 = 4 << 20;
+
 /// The segment being appended to.
 #[derive(Debug)]
 pub(crate) struct ActiveSegment {
@@ -34,10 +37,13 @@ pub(crate) struct ActiveSegment {
     next_offset: i64,
     /// Path of the `.log` file.
     path: PathBuf,
-    /// The `.log` file, opened read + append; shared with the group-commit flusher.
+    /// The `.log` file, opened read + write (appends write at `size`); shared with the
+    /// group-commit flusher.
     file: Arc<File>,
     /// Bytes of whole batches in the file.
     size: u64,
+    /// The file's length: the batches, then zeros written ahead of them (see `preallocate`).
+    allocated: u64,
     /// Sparse offset index, rebuilt from the log whenever the segment is (re)opened.
     index: ActiveIndex<OffsetEntry>,
     /// Sparse time index, likewise.
@@ -46,6 +52,12 @@ pub(crate) struct ActiveSegment {
     bytes_since_entry: u64,
     /// From the config, so `note_batch` needs no config.
     index_interval_bytes: u64,
+    /// How far ahead of the data to write zeros: [`PREALLOCATE_BYTES`] with fsync `always`
+    /// (where every append waits for an fsync), else 0 (zeros would only double the writes),
+    /// and never past the segment's size.
+    preallocate_bytes: u64,
+    /// From the config: preallocation stops at the segment's size.
+    segment_bytes: u64,
     /// Largest batch timestamp so far and the relative offset of the batch that reached it.
     max_timestamp: Option<TimeEntry>,
     /// When the segment became active, for `segment_ms`.
@@ -60,8 +72,9 @@ impl ActiveSegment {
         let path = segment_path(dir, base_offset, FileKind::Log);
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
             .map_err(LogError::io("cannot open segment", &path))?;
         let index_path = segment_path(dir, base_offset, FileKind::Index);
@@ -70,16 +83,27 @@ impl ActiveSegment {
         let time_path = segment_path(dir, base_offset, FileKind::TimeIndex);
         let time_index = ActiveIndex::create(&time_path, config.max_index_bytes)
             .map_err(LogError::io("cannot create time index", &time_path))?;
+        let allocated = file
+            .metadata()
+            .map_err(LogError::io("cannot read segment size", &path))?
+            .len();
         Ok(ActiveSegment {
             base_offset,
             next_offset: base_offset,
             path,
             file: Arc::new(file),
             size: 0,
+            allocated,
             index,
             time_index,
             bytes_since_entry: 0,
             index_interval_bytes: u64::from(config.index_interval_bytes),
+            preallocate_bytes: if config.fsync == super::config::FsyncPolicy::Always {
+                PREALLOCATE_BYTES
+            } else {
+                0
+            },
+            segment_bytes: config.segment_bytes,
             max_timestamp: None,
             created: Instant::now(),
         })
@@ -88,7 +112,7 @@ impl ActiveSegment {
     /// Creates segment `base_offset` in `dir`, empty: a file of that name left over from an
     /// earlier life of the partition is emptied.
     pub(crate) fn create(dir: &Path, base_offset: i64, config: &LogConfig) -> Result<Self> {
-        let segment = Self::open(dir, base_offset, config)?;
+        let mut segment = Self::open(dir, base_offset, config)?;
         segment.truncate_file(0)?;
         Ok(segment)
     }
@@ -145,15 +169,17 @@ impl ActiveSegment {
         match batch.try_into_mut() {
             Ok(mut owned) => {
                 cairn_batch::stamp(&mut owned, header.base_offset, header.leader_epoch);
-                (&*self.file).write_all(&owned)?;
+                self.preallocate(owned.len() as u64)?;
+                self.file.write_all_at(&owned, self.size)?;
             }
             Err(shared) => {
                 let mut prefix = [0u8; 16];
                 prefix[0..8].copy_from_slice(&header.base_offset.to_be_bytes());
                 prefix[8..12].copy_from_slice(&shared[8..12]);
                 prefix[12..16].copy_from_slice(&header.leader_epoch.to_be_bytes());
+                self.preallocate(shared.len() as u64)?;
                 let mut bufs = [IoSlice::new(&prefix), IoSlice::new(&shared[16..])];
-                write_all_vectored(&self.file, &mut bufs)?;
+                write_all_vectored_at(&self.file, &mut bufs, self.size)?;
             }
         }
         self.note_batch(header, self.size);
@@ -165,10 +191,38 @@ impl ActiveSegment {
     ///
     /// On error the file may hold part of the chunk: the caller must fail the log.
     pub(crate) fn append_chunk(&mut self, chunk: &[u8], headers: &[BatchHeader]) -> io::Result<()> {
-        (&*self.file).write_all(chunk)?;
+        self.preallocate(chunk.len() as u64)?;
+        self.file.write_all_at(chunk, self.size)?;
         for h in headers {
             self.note_batch(h, self.size);
         }
+        Ok(())
+    }
+
+    /// Makes sure the file already has `bytes` past the end of the data, writing zeros
+    /// `preallocate_bytes` at a time (fsync `always` only). Appends then overwrite blocks that exist instead of
+    /// growing the file, so an `fdatasync` need not commit a new file size (on ext4 a size
+    /// change costs a journal commit, and concurrent appends slowed every group-commit fsync).
+    /// Recovery reads a zero tail as the end of the data; sealing and closing trim it.
+    fn preallocate(&mut self, bytes: u64) -> io::Result<()> {
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let need = self.size + bytes;
+        if need <= self.allocated {
+            return Ok(());
+        }
+        if self.preallocate_bytes == 0 {
+            // Appends grow the file themselves.
+            self.allocated = need;
+            return Ok(());
+        }
+        let target = need.max((self.allocated + self.preallocate_bytes).min(self.segment_bytes));
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.allocated = target;
         Ok(())
     }
 
@@ -225,15 +279,26 @@ impl ActiveSegment {
 
     /// Drops every byte at and after `len` (a batch boundary) from the file. The indexes are
     /// left stale: the caller reopens the segment to rebuild them.
-    pub(crate) fn truncate_file(&self, len: u64) -> Result<()> {
+    pub(crate) fn truncate_file(&mut self, len: u64) -> Result<()> {
         self.file
             .set_len(len)
-            .map_err(LogError::io("cannot truncate segment", &self.path))
+            .map_err(LogError::io("cannot truncate segment", &self.path))?;
+        self.allocated = len;
+        Ok(())
+    }
+
+    /// Cuts the zeros written ahead of the data, so the file holds exactly its batches.
+    pub(crate) fn trim(&mut self) -> Result<()> {
+        if self.allocated > self.size {
+            self.truncate_file(self.size)?;
+        }
+        Ok(())
     }
 
     /// Seals the segment: records its largest timestamp in the time index, trims both indexes
     /// and maps the log read-only. Files are not fsynced here (see `Log::sync_now`).
     pub(crate) fn seal(mut self) -> Result<SealedSegment> {
+        self.trim()?;
         if self.time_index.remaining() > 0 {
             self.push_time_entry();
         }
@@ -344,14 +409,38 @@ fn modified_ms(file: &File) -> io::Result<i64> {
     Ok(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-/// Writes all of `bufs`, resuming after short writes (`Write::write_all_vectored` is unstable).
-fn write_all_vectored(mut file: &File, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// Writes all of `bufs` at `offset` with `pwritev`, resuming after short writes.
+fn write_all_vectored_at(
+    file: &File,
+    mut bufs: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     while !bufs.is_empty() {
-        match file.write_vectored(bufs) {
+        let count = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
+        let at = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix), the
+        // slices outlive the call, and the descriptor is open for the file's lifetime.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                bufs.as_ptr().cast::<libc::iovec>(),
+                count,
+                at,
+            )
+        };
+        match usize::try_from(n) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut bufs, n);
+                offset += n as u64;
+            }
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
     Ok(())

@@ -9,9 +9,14 @@ use super::*;
 const BATCHES: u8 = 24;
 
 /// A log of `BATCHES` one-record batches of equal size over several segments; returns what it
-/// holds and the size of one batch. `clean` closes it, otherwise it is dropped (a crash).
+/// holds and the size of one batch. `clean` closes it, otherwise it is dropped (a crash). It
+/// fsyncs every append, so its active segment is preallocated (zeros after the data).
 fn build(dir: &Path, clean: bool) -> (Vec<(i64, Vec<u8>)>, usize) {
-    let log = Log::open(dir, small_config()).unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        ..small_config()
+    };
+    let log = Log::open(dir, config).unwrap();
     let mut len = 0;
     for i in 0..BATCHES {
         let b = sized_batch(1, 150, i, i64::from(i) * 10);
@@ -34,6 +39,19 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+/// Where the batches of a segment file end: an active segment's file goes on with zeros
+/// written ahead of the data (preallocation) until it is sealed or closed.
+fn data_end(bytes: &[u8]) -> usize {
+    let mut end = 0;
+    while let Ok(h) = cairn_batch::peek_header(&bytes[end..]) {
+        if h.total_len() == 0 || end + h.total_len() > bytes.len() {
+            break;
+        }
+        end += h.total_len();
+    }
+    end
 }
 
 /// Reopens twice, checking the log holds exactly `expected`, then that appends continue.
@@ -61,7 +79,7 @@ fn a_flipped_byte_in_the_last_batch_is_cut_off() {
         let (content, len) = build(dir.path(), clean);
         let active = files(dir.path(), "log").pop().unwrap();
         let mut bytes = fs::read(&active).unwrap();
-        let at = bytes.len() - len + 80;
+        let at = data_end(&bytes) - len + 80;
         bytes[at] ^= 0x5a;
         fs::write(&active, bytes).unwrap();
         assert_recovers_to(dir.path(), &content[..content.len() - 1]);
@@ -74,7 +92,7 @@ fn a_torn_last_batch_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let (content, len) = build(dir.path(), clean);
         let active = files(dir.path(), "log").pop().unwrap();
-        let size = fs::metadata(&active).unwrap().len();
+        let size = data_end(&fs::read(&active).unwrap()) as u64;
         let file = fs::OpenOptions::new().write(true).open(&active).unwrap();
         file.set_len(size - (len as u64) / 2).unwrap();
         assert_recovers_to(dir.path(), &content[..content.len() - 1]);
@@ -210,4 +228,33 @@ fn a_gap_between_segments_is_reported_not_guessed() {
             Err(LogError::Corrupt { .. })
         ));
     }
+}
+
+#[test]
+fn zeros_written_ahead_end_the_data_cleanly() {
+    // A crash leaves the active segment's preallocated zeros; a clean close trims them.
+    for clean in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (content, _) = build(dir.path(), clean);
+        let active = files(dir.path(), "log").pop().unwrap();
+        let bytes = fs::read(&active).unwrap();
+        let end = data_end(&bytes);
+        if clean {
+            assert_eq!(bytes.len(), end, "a closed log has no zero tail");
+        } else {
+            assert!(bytes.len() > end, "an open segment is preallocated");
+            assert!(bytes[end..].iter().all(|&b| b == 0));
+        }
+        assert_recovers_to(dir.path(), &content);
+    }
+    // A sealed segment whose trim was lost in a crash (zeros after its data): its data and
+    // every later segment are kept.
+    let dir = tempfile::tempdir().unwrap();
+    let (content, _) = build(dir.path(), true);
+    let first = files(dir.path(), "log").remove(0);
+    let mut bytes = fs::read(&first).unwrap();
+    bytes.extend_from_slice(&[0; 700]);
+    fs::write(&first, bytes).unwrap();
+    fs::remove_file(dir.path().join("recovery-point")).unwrap();
+    assert_recovers_to(dir.path(), &content);
 }
