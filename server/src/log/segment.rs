@@ -26,7 +26,7 @@ use super::index::{ActiveIndex, OffsetEntry, SealedIndex};
 use super::time_index::TimeEntry;
 
 /// How far ahead of the data an active segment's file is filled with zeros.
-const PREALLOCATE_BYTES: u64 = 4 << 20;
+const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// The segment being appended to.
 #[derive(Debug)]
