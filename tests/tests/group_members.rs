@@ -297,12 +297,20 @@ async fn lag_grows_while_the_group_is_stopped_and_returns_to_zero() -> Result<()
         first_ms >= 0 && second_ms > first_ms,
         "lag in time grows: {first_ms} → {second_ms}"
     );
+    // What an operator sees: `cairn group describe` says the same.
+    let described = cli_lag(&cluster.bootstrap_list()).await?;
+    assert_eq!(described.0, 70, "cairn group describe: {described:?}");
+    assert!(
+        described.1 >= second_ms,
+        "cairn group describe: {described:?}"
+    );
 
     let member = GroupMember::start(&cluster.bootstrap_list(), WORK, WORKERS)?;
     wait_for("lag back to zero", LONG_WAIT, || async {
         (lag().await? == (0, 0)).then_some(())
     })
     .await?;
+    assert_eq!(cli_lag(&cluster.bootstrap_list()).await?, (0, 0));
     // The second member started where the first committed: nothing twice, nothing skipped.
     let mut values: Vec<String> = member.records().into_iter().map(|r| r.2).collect();
     values.sort();
@@ -310,4 +318,33 @@ async fn lag_grows_while_the_group_is_stopped_and_returns_to_zero() -> Result<()
     expected.sort();
     assert_eq!(values, expected);
     Ok(())
+}
+
+/// Total lag in records and the largest lag in ms, as `cairn group describe --format json`
+/// prints them for the `work` partitions.
+async fn cli_lag(brokers: &str) -> Result<(i64, i64)> {
+    let brokers = brokers.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        cairn_tests::run_cli(
+            &brokers,
+            &["group", "describe", WORKERS, "--format", "json"],
+            "",
+            Duration::from_secs(30),
+        )
+    })
+    .await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "cairn group describe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let parts = v["partitions"].as_array().cloned().unwrap_or_default();
+    let work = parts.iter().filter(|p| p["topic"] == WORK);
+    let total = work.clone().map(|p| p["lag"].as_i64().unwrap_or(-1)).sum();
+    let oldest = work
+        .map(|p| p["lag_ms"].as_i64().unwrap_or(-1))
+        .max()
+        .unwrap_or(-1);
+    Ok((total, oldest))
 }

@@ -436,17 +436,20 @@ impl Coordinator {
         {
             return Ok(Arc::clone(shard));
         }
-        if self
-            .node
-            .hosted(OFFSETS_TOPIC, index)
-            .is_some_and(|p| p.is_leader())
+        let me = self.node.id();
+        // Leading it (or about to: the metadata names this broker and the node has not caught
+        // up yet) but not loaded: a moment away.
+        if leader.as_ref().is_some_and(|(id, _)| *id == me)
+            || self
+                .node
+                .hosted(OFFSETS_TOPIC, index)
+                .is_some_and(|p| p.is_leader())
         {
             return Err(CoordinatorError::NotAvailable {
                 group: group.to_owned(),
                 why: format!("partition {index} of {OFFSETS_TOPIC} is still loading"),
             });
         }
-        let me = self.node.id();
         Err(CoordinatorError::NotCoordinator {
             group: group.to_owned(),
             coordinator: leader.filter(|(id, _)| *id != me),
