@@ -46,6 +46,23 @@ pub async fn wait_acked(acked: &Acked, more: usize) -> Result<()> {
 }
 
 impl TestCluster {
+    /// Waits for brokers 1, 2 and 3, creates `topic` with `partitions` partitions on all three,
+    /// and waits until partition 0's ISR is full: the start of every replication test.
+    ///
+    /// # Errors
+    ///
+    /// If a broker does not come alive, the topic cannot be created, or the ISR stays short.
+    pub async fn create_replicated_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        self.wait_brokers_alive(&[1, 2, 3]).await?;
+        self.client()
+            .await?
+            .admin()
+            .create_topic(cairn_client::NewTopic::new(topic, partitions).replication_factor(3))
+            .await?;
+        self.wait_full_isr(topic, 0).await?;
+        Ok(())
+    }
+
     /// `topic`/`partition` as broker `via` describes it; `None` if it does not answer (within
     /// 5 s) or does not know the partition.
     pub async fn partition_state(

@@ -279,13 +279,7 @@ async fn produce_unique(client: Client, acked: Acked, stop: Arc<AtomicBool>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_across_leader_kills_store_each_value_once() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CLUSTER_CONFIG))?;
-    cluster.wait_brokers_alive(&[1, 2, 3]).await?;
-    let client = cluster.client().await?;
-    client
-        .admin()
-        .create_topic(NewTopic::new(TOPIC, 1).replication_factor(3))
-        .await?;
-    cluster.wait_full_isr(TOPIC, 0).await?;
+    cluster.create_replicated_topic(TOPIC, 1).await?;
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

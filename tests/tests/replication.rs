@@ -115,13 +115,7 @@ fn committed_bytes(data_dir: &Path, hw: i64) -> Result<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_leader_kills() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CONFIG))?;
-    cluster.wait_brokers_alive(&[1, 2, 3]).await?;
-    let client = cluster.client().await?;
-    client
-        .admin()
-        .create_topic(NewTopic::new(TOPIC, 1).replication_factor(3))
-        .await?;
-    cluster.wait_full_isr(TOPIC, 0).await?;
+    cluster.create_replicated_topic(TOPIC, 1).await?;
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -273,21 +267,10 @@ async fn stored_values(cluster: &TestCluster) -> Result<Vec<String>> {
     Ok(out)
 }
 
-async fn replicated_topic(cluster: &TestCluster, partitions: u32) -> Result<()> {
-    cluster.wait_brokers_alive(&[1, 2, 3]).await?;
-    let client = cluster.client().await?;
-    client
-        .admin()
-        .create_topic(NewTopic::new(TOPIC, partitions).replication_factor(3))
-        .await?;
-    cluster.wait_full_isr(TOPIC, 0).await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_acknowledges_nothing_after_it_was_replaced() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CONFIG))?;
-    replicated_topic(&cluster, 1).await?;
+    cluster.create_replicated_topic(TOPIC, 1).await?;
     let old = cluster.wait_full_isr(TOPIC, 0).await?;
     let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
     ensure!(
@@ -343,7 +326,7 @@ async fn a_paused_leader_acknowledges_nothing_after_it_was_replaced() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CONFIG))?;
-    replicated_topic(&cluster, 1).await?;
+    cluster.create_replicated_topic(TOPIC, 1).await?;
     let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     let follower = cluster
         .ids()
@@ -383,7 +366,7 @@ async fn a_restarted_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_broker_hands_its_leaderships_over_first() -> Result<()> {
     let mut cluster = TestCluster::start(3, Some(CONFIG))?;
-    replicated_topic(&cluster, 1).await?;
+    cluster.create_replicated_topic(TOPIC, 1).await?;
     let leader = cluster.wait_full_isr(TOPIC, 0).await?;
     let other = cluster
         .ids()

@@ -306,6 +306,14 @@ impl Shard {
         self.partition.is_leader() && self.partition.leader_epoch() == self.epoch
     }
 
+    /// Every group, to visit one at a time without holding the map.
+    fn entries(&self) -> Vec<(String, SharedEntry)> {
+        lock(&self.groups)
+            .iter()
+            .map(|(g, e)| (g.clone(), Arc::clone(e)))
+            .collect()
+    }
+
     fn entry(&self, group: &str) -> Option<SharedEntry> {
         lock(&self.groups).get(group).cloned()
     }
@@ -372,6 +380,8 @@ pub struct Coordinator {
     shards: RwLock<HashMap<u32, Arc<Shard>>>,
     /// Offsets partitions being loaded, with the epoch.
     loading: Mutex<HashMap<u32, i32>>,
+    /// [`Coordinator::topic_metadata`] and the metadata index it was built at.
+    topics: RwLock<Option<(u64, Arc<TopicMetadata>)>>,
 }
 
 impl Coordinator {
@@ -394,6 +404,7 @@ impl Coordinator {
             group_config,
             shards: RwLock::default(),
             loading: Mutex::default(),
+            topics: RwLock::default(),
         })
     }
 
@@ -456,17 +467,27 @@ impl Coordinator {
         })
     }
 
-    /// The partition counts of every topic, as the group core wants them.
-    fn topic_metadata(&self) -> TopicMetadata {
+    /// The partition counts of every topic, as the group core wants them: rebuilt only when
+    /// this broker applied new metadata, shared otherwise.
+    fn topic_metadata(&self) -> Arc<TopicMetadata> {
         let view = self.node.metadata();
-        view.state
-            .topics()
-            .iter()
-            .filter_map(|(name, t)| {
-                let name = TopicName::new(name.as_str()).ok()?;
-                Some((name, u32::try_from(t.partitions.len()).ok()?))
-            })
-            .collect()
+        if let Some((index, topics)) = &*read(&self.topics)
+            && *index == view.applied_index
+        {
+            return Arc::clone(topics);
+        }
+        let topics: Arc<TopicMetadata> = Arc::new(
+            view.state
+                .topics()
+                .iter()
+                .filter_map(|(name, t)| {
+                    let name = TopicName::new(name.as_str()).ok()?;
+                    Some((name, u32::try_from(t.partitions.len()).ok()?))
+                })
+                .collect(),
+        );
+        *write(&self.topics) = Some((view.applied_index, Arc::clone(&topics)));
+        topics
     }
 
     /// Handles one heartbeat of `group`. The outer error is the coordinator's (not coordinator,
@@ -787,10 +808,7 @@ impl Coordinator {
             .collect();
         let mut out = Vec::new();
         for shard in shards {
-            let entries: Vec<(String, SharedEntry)> = lock(&shard.groups)
-                .iter()
-                .map(|(g, e)| (g.clone(), Arc::clone(e)))
-                .collect();
+            let entries = shard.entries();
             for (group, entry) in entries {
                 let entry = entry.lock().await;
                 out.push(GroupSummary {
@@ -809,7 +827,7 @@ impl Coordinator {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen_topics = TopicMetadata::new();
+        let mut seen_topics: Option<Arc<TopicMetadata>> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -817,10 +835,8 @@ impl Coordinator {
             }
             self.follow_leadership();
             let topics = self.topic_metadata();
-            let topics_changed = topics != seen_topics;
-            if topics_changed {
-                seen_topics.clone_from(&topics);
-            }
+            let topics_changed = seen_topics.as_ref() != Some(&topics);
+            seen_topics = Some(Arc::clone(&topics));
             self.tick(&topics, topics_changed).await;
         }
     }
@@ -963,10 +979,7 @@ impl Coordinator {
             if !shard.still_leads() {
                 continue;
             }
-            let entries: Vec<(String, SharedEntry)> = lock(&shard.groups)
-                .iter()
-                .map(|(g, e)| (g.clone(), Arc::clone(e)))
-                .collect();
+            let entries = shard.entries();
             let mut live = 0u64;
             for (group, entry) in entries {
                 // A group busy with a request is looked at next tick.
@@ -1037,10 +1050,7 @@ impl Coordinator {
         let before = p.log_end_offset() - p.log_start_offset();
         let start_at = p.log_end_offset();
         p.roll()?;
-        let entries: Vec<(String, SharedEntry)> = lock(&shard.groups)
-            .iter()
-            .map(|(g, e)| (g.clone(), Arc::clone(e)))
-            .collect();
+        let entries = shard.entries();
         for (group, entry) in entries {
             let entry = entry.lock().await;
             let mut records: Vec<(Key, Bytes)> = entry

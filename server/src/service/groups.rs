@@ -61,20 +61,18 @@ impl GroupAdmin {
         }
     }
 
-    fn admin_client(&self, addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
-        let channel = self
-            .peers
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, Status> {
+        self.peers
             .get(addr)
-            .map_err(|e| Status::internal(format!("bad broker address {addr}: {e}")))?;
-        Ok(AdminClient::new(channel))
+            .map_err(|e| Status::internal(format!("bad broker address {addr}: {e}")))
+    }
+
+    fn admin_client(&self, addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
+        Ok(AdminClient::new(self.channel(addr)?))
     }
 
     fn broker_client(&self, addr: &str) -> Result<BrokerClient<tonic::transport::Channel>, Status> {
-        let channel = self
-            .peers
-            .get(addr)
-            .map_err(|e| Status::internal(format!("bad broker address {addr}: {e}")))?;
-        Ok(BrokerClient::new(channel))
+        Ok(BrokerClient::new(self.channel(addr)?))
     }
 
     /// The coordinator's address to forward to, if `e` names one and `request` was not
