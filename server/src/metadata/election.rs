@@ -117,6 +117,9 @@ pub struct Election {
     max_ms: u64,
     /// When this node last accepted a message from a leader (AppendEntries, InstallSnapshot).
     contact: Mutex<Option<Instant>>,
+    /// When this node's vote last changed (it voted for a candidate, or became one): an
+    /// election is under way, which counts as activity like a leader's message.
+    vote_change: Mutex<Option<Instant>>,
     /// When this node's leadership was last acknowledged by a quorum (leaders only).
     quorum_ack: Mutex<Option<Instant>>,
 }
@@ -130,6 +133,7 @@ impl Election {
             min_ms: cluster.raft_election_timeout_min_ms,
             max_ms: cluster.raft_election_timeout_max_ms,
             contact: Mutex::new(None),
+            vote_change: Mutex::new(None),
             quorum_ack: Mutex::new(None),
         }
     }
@@ -144,8 +148,15 @@ impl Election {
         *self.contact.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
-    fn leader_contact(&self) -> Option<Instant> {
-        *self.contact.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The last sign of a leader or an election: a leader's message accepted, or this node's
+    /// vote changing.
+    fn activity(&self) -> Option<Instant> {
+        let contact = *self.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        let vote = *self
+            .vote_change
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        contact.max(vote)
     }
 
     /// Records that a quorum acknowledged this leader at `at`.
@@ -178,14 +189,11 @@ impl Election {
 
     /// Answers a candidate's pre-vote.
     pub fn answer(&self, raft: &Raft<TypeConfig>, req: &PreVoteRequest) -> PreVoteResponse {
-        let leading = {
-            let m = raft.metrics().borrow().clone();
-            m.state == ServerState::Leader && self.has_quorum(Instant::now())
-        };
+        let leading = raft.metrics().borrow().state == ServerState::Leader;
         let last_log_id = raft.data_metrics().borrow().last_log;
         let local = Local {
             leading,
-            leader_contact: self.leader_contact(),
+            leader_contact: self.activity(),
             last_log_id,
         };
         let answer = grant(req, &local, Instant::now(), self.lease);
@@ -243,7 +251,7 @@ impl Election {
                 last_attempt = None;
                 continue;
             }
-            let silent_since = [Some(started), self.leader_contact(), last_attempt]
+            let silent_since = [Some(started), self.activity(), last_attempt]
                 .into_iter()
                 .flatten()
                 .max()
@@ -252,7 +260,8 @@ impl Election {
             if !alone && silent_since.elapsed() < wait {
                 continue;
             }
-            last_attempt = Some(Instant::now());
+            let round = Instant::now();
+            last_attempt = Some(round);
             wait = self.random_timeout();
             let last_log_id = raft.data_metrics().borrow().last_log;
             let req = PreVoteRequest {
@@ -260,9 +269,14 @@ impl Election {
                 last_log_id,
             };
             let others: Vec<u64> = voters.iter().copied().filter(|&v| v != self.id).collect();
+            let needed = voters.len() / 2;
             let yes = 1 + peers
-                .ask_all(&others, &req, Duration::from_millis(self.min_ms))
+                .ask(&others, needed, &req, Duration::from_millis(self.min_ms))
                 .await;
+            if self.activity().is_some_and(|a| a > round) {
+                // A leader spoke, or another election began, while we asked: stand down.
+                continue;
+            }
             if !majority(yes, voters.len()) {
                 tracing::info!(
                     yes,
@@ -290,10 +304,11 @@ impl Election {
 /// Asks other voters for pre-votes (the transport, in `network.rs`).
 pub trait PreVoter: Send + Sync + 'static {
     /// Asks each of `voters` concurrently, each call bounded by `timeout`; returns how many
-    /// granted.
-    fn ask_all(
+    /// granted, as soon as `needed` did (an unreachable voter does not hold up a majority).
+    fn ask(
         &self,
         voters: &[u64],
+        needed: usize,
         req: &PreVoteRequest,
         timeout: Duration,
     ) -> impl Future<Output = usize> + Send;

@@ -296,7 +296,7 @@ impl PreVoteClient {
     }
 
     /// Asks one voter; any failure (unreachable, slow, undecodable) counts as a refusal.
-    async fn ask(
+    async fn ask_one(
         &self,
         voter: NodeId,
         req: &super::election::PreVoteRequest,
@@ -323,30 +323,37 @@ impl PreVoteClient {
 }
 
 impl super::election::PreVoter for PreVoteClient {
-    async fn ask_all(
+    async fn ask(
         &self,
         voters: &[u64],
+        needed: usize,
         req: &super::election::PreVoteRequest,
         timeout: Duration,
     ) -> usize {
-        let asks = voters.iter().map(|&v| async move {
-            match tokio::time::timeout(timeout, self.ask(v, req)).await {
-                Ok(Ok(answer)) if answer.granted => true,
-                Ok(Ok(answer)) => {
-                    tracing::debug!(voter = v, reason = %answer.reason, "pre-vote refused");
-                    false
+        use futures::StreamExt;
+        let mut asks: futures::stream::FuturesUnordered<_> = voters
+            .iter()
+            .map(|&v| async move {
+                match tokio::time::timeout(timeout, self.ask_one(v, req)).await {
+                    Ok(Ok(answer)) if answer.granted => true,
+                    Ok(Ok(answer)) => {
+                        tracing::debug!(voter = v, reason = %answer.reason, "pre-vote refused");
+                        false
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(voter = v, error = %e, "pre-vote failed");
+                        false
+                    }
+                    Err(_) => false,
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!(voter = v, error = %e, "pre-vote failed");
-                    false
-                }
-                Err(_) => false,
-            }
-        });
-        futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter(|&granted| granted)
-            .count()
+            })
+            .collect();
+        let mut granted = 0;
+        while granted < needed
+            && let Some(yes) = asks.next().await
+        {
+            granted += usize::from(yes);
+        }
+        granted
     }
 }
