@@ -192,6 +192,24 @@ impl TestCluster {
         self.broker_mut(id).stop()
     }
 
+    /// SIGTERMs every broker at once and waits for each to exit, as `cluster.sh stop` does:
+    /// stopped one by one, the last brokers would shut down without a quorum. Returns each
+    /// broker's outcome.
+    pub fn stop_all(&mut self) -> Vec<(u32, Result<()>)> {
+        std::thread::scope(|scope| {
+            let stops: Vec<_> = self
+                .brokers
+                .iter_mut()
+                .zip(1u32..)
+                .map(|(b, id)| scope.spawn(move || (id, b.stop())))
+                .collect();
+            stops
+                .into_iter()
+                .map(|s| s.join().expect("stopping a broker does not panic"))
+                .collect()
+        })
+    }
+
     /// Starts broker `id` again on its port and data directory, killing it first if it runs.
     ///
     /// # Errors

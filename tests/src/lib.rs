@@ -15,8 +15,11 @@
 //!   test needs (a new leader, a full ISR, more acknowledged values).
 //! - [`netfault`]: real network partitions between brokers on 127.0.0.1 (per-uid nftables
 //!   rules); brokers must run as distinct uids ([`cluster::ClusterOptions`]).
+//! - [`chaos`]: the fault suite: a seeded nemesis, a workload of unique values, a history, and
+//!   a checker over it (the `cairn-chaos` binary and `tests/chaos.rs` drive it).
 //! - [`run_cli`]: the `cairn` command line, with a deadline.
 
+pub mod chaos;
 pub mod cluster;
 pub mod group;
 pub mod netfault;
@@ -44,13 +47,16 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn cairn_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // target/<profile>/deps/<test-binary> → target/<profile>/cairn
+        // target/<profile>/deps/<test-binary> → target/<profile>/cairn; a harness binary
+        // (cairn-chaos) lives in target/<profile> itself.
         let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
-            .to_owned();
+        let dir = exe.parent().expect("a binary lives in a directory");
+        let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.parent().expect("deps lives in target/<profile>")
+        } else {
+            dir
+        }
+        .to_owned();
         let bin = profile_dir.join("cairn");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
