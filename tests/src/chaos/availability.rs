@@ -8,9 +8,10 @@
 //! - **Recovery**: per fault, from its heal to the first acknowledgement on each partition
 //!   (`after_heal_s`), and from its start to the end of the last outage that began during it
 //!   (`from_start_s`; 0 when no partition was out).
-//! - **Fences**: a broker turning from alive to fenced in the controller's view. A fence is
-//!   *explained* when a fault hit that broker and started at most a session earlier than the
-//!   fence (or is still going on); the rest are *spurious*.
+//! - **Fences**: a broker turning from alive to fenced in the controller's view (sampled), and
+//!   every fence decision in the brokers' logs (committed or not). A fence is *explained* when
+//!   a fault hit that broker, started before the fence, and was healed at most two sessions
+//!   before it; the rest are *spurious*.
 //! - **Leader changes**: a partition's leader or epoch changing between samples; those more than
 //!   [`QUIET_AFTER_HEAL`] after every fault's heal are spurious elections.
 
@@ -58,6 +59,9 @@ pub struct Recovery {
 pub struct Availability {
     /// Sum of every partition's outages.
     pub unavailable_s_total: f64,
+    /// Seconds in outages of the whole cluster: a send outstanding on some partition and no
+    /// acknowledgement on any (issue 11's "no acknowledged write for N s").
+    pub unavailable_s_cluster: f64,
     /// The longest single outage.
     pub unavailable_s_max: f64,
     /// Every outage.
@@ -74,6 +78,12 @@ pub struct Availability {
     pub fence_events: u64,
     /// Fence events no fault explains.
     pub spurious_fences: u64,
+    /// Fence decisions in the brokers' logs, committed or not.
+    pub fences_logged: u64,
+    /// Logged fence decisions no fault explains.
+    pub spurious_fences_logged: u64,
+    /// Logged fence decisions of a broker fencing itself.
+    pub self_fences_logged: u64,
     /// Partition leader (or epoch) changes.
     pub leader_changes: u64,
     /// Leader changes with no fault active or recently healed.
@@ -85,6 +95,10 @@ pub fn check_availability(history: &History, session_ns: Nanos) -> Availability 
     let outages = outages(history);
     let mut out = Availability {
         unavailable_s_total: outages.iter().map(|o| o.seconds).fold(0.0, |a, b| a + b),
+        unavailable_s_cluster: cluster_outages(history)
+            .iter()
+            .map(|o| o.seconds)
+            .fold(0.0, |a, b| a + b),
         unavailable_s_max: outages.iter().map(|o| o.seconds).fold(0.0, f64::max),
         faults: history.faults.len() as u64,
         ..Availability::default()
@@ -113,6 +127,17 @@ pub fn outages(history: &History) -> Vec<Outage> {
             .or_default()
             .push((op.t_ns, op.kind));
     }
+    outages_of(by_partition, history.end_ns)
+}
+
+/// Outages of the cluster as a whole, as if every send went to one partition (numbered 0).
+pub fn cluster_outages(history: &History) -> Vec<Outage> {
+    let all = history.ops.iter().map(|o| (o.t_ns, o.kind)).collect();
+    outages_of(BTreeMap::from([(0, all)]), history.end_ns)
+}
+
+/// The outages of each partition's send events.
+fn outages_of(by_partition: BTreeMap<u32, Vec<(Nanos, OpType)>>, end_ns: Nanos) -> Vec<Outage> {
     let mut out = Vec::new();
     for (p, mut events) in by_partition {
         events.sort_by_key(|(t, _)| *t);
@@ -146,7 +171,7 @@ pub fn outages(history: &History) -> Vec<Outage> {
             }
         }
         if outstanding > 0 {
-            close(anchor, history.end_ns.max(anchor));
+            close(anchor, end_ns.max(anchor));
         }
     }
     out
@@ -186,7 +211,25 @@ fn recovery(history: &History, fault: &FaultRecord, outages: &[Outage]) -> Recov
     }
 }
 
+/// Whether a fault hit `broker` and started at most `window` before `t_ns` or was still on.
+fn fence_explained(history: &History, broker: u32, t_ns: Nanos, session_ns: Nanos) -> bool {
+    history.faults.iter().any(|f| {
+        f.targets.contains(&broker)
+            && f.start_ns <= t_ns
+            && t_ns <= heal_of(history, f) + 2 * session_ns
+    })
+}
+
 fn count_fences(history: &History, session_ns: Nanos, out: &mut Availability) {
+    for f in &history.fence_log {
+        out.fences_logged += 1;
+        if !fence_explained(history, f.broker, f.t_ns, session_ns) {
+            out.spurious_fences_logged += 1;
+        }
+        if f.by == f.broker {
+            out.self_fences_logged += 1;
+        }
+    }
     let mut fenced: Vec<u32> = Vec::new();
     for sample in history.meta.iter().filter(|m| m.controller != 0) {
         for &b in &sample.fenced {
@@ -194,12 +237,7 @@ fn count_fences(history: &History, session_ns: Nanos, out: &mut Availability) {
                 continue;
             }
             out.fence_events += 1;
-            let explained = history.faults.iter().any(|f| {
-                f.targets.contains(&b)
-                    && f.start_ns <= sample.t_ns
-                    && sample.t_ns <= heal_of(history, f) + 2 * session_ns
-            });
-            if !explained {
+            if !fence_explained(history, b, sample.t_ns, session_ns) {
                 out.spurious_fences += 1;
             }
         }

@@ -1,9 +1,11 @@
 //! The checker's own tests ("tests for tests"): synthetic histories, each holding one anomaly,
 //! must be reported as exactly that anomaly; a clean history must report none.
 
-use super::availability::{check_availability, outages};
+use super::availability::{check_availability, cluster_outages, outages};
 use super::checker::{Anomalies, check_safety};
-use super::history::{BatchSummary, FaultRecord, History, MetaSample, Op, OpType, SECOND};
+use super::history::{
+    BatchSummary, FaultRecord, FenceLogged, History, MetaSample, Op, OpType, SECOND,
+};
 
 /// A history builder: writer 1 on partition 0 unless told otherwise.
 #[derive(Default)]
@@ -197,6 +199,19 @@ fn a_send_outstanding_without_acks_for_a_second_is_an_outage() {
 }
 
 #[test]
+fn the_cluster_is_out_only_while_no_partition_acknowledges() {
+    // Partition 0 is out from 1.0 to 4.5 s; partition 1 acknowledges at 1.51 s.
+    let h = H::default()
+        .op(1.0, OpType::Invoke, 0, 11, None)
+        .acked(1.5, 1, 20, 0)
+        .op(4.5, OpType::Ok, 0, 11, Some(0));
+    assert_eq!(outages(&h.0).len(), 1);
+    let o = cluster_outages(&h.0);
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert!((o[0].start_s - 1.51).abs() < 1e-6 && (o[0].seconds - 2.99).abs() < 1e-6);
+}
+
+#[test]
 fn recovery_fences_and_elections_are_measured_against_faults() {
     let mut h = H::default()
         .acked(0.0, 0, 10, 0)
@@ -227,9 +242,23 @@ fn recovery_fences_and_elections_are_measured_against_faults() {
         sample(4, vec![], 1, 2),
         sample(40, vec![3], 3, 3), // spurious fence and election: no fault near
     ];
+    let logged = |t: u64, by: u32, broker: u32| FenceLogged {
+        t_ns: t * SECOND,
+        by,
+        broker,
+    };
+    h.0.fence_log = vec![logged(2, 1, 2), logged(40, 3, 3)];
     h.0.end_ns = 31 * SECOND;
     let a = check_availability(&h.0, 3 * SECOND);
     assert_eq!((a.fence_events, a.spurious_fences), (2, 1));
+    assert_eq!(
+        (
+            a.fences_logged,
+            a.spurious_fences_logged,
+            a.self_fences_logged
+        ),
+        (2, 1, 1)
+    );
     assert_eq!((a.leader_changes, a.spurious_elections), (2, 1));
     assert_eq!(a.faults, 1);
     let r = &a.recoveries[0];

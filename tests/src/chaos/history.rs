@@ -25,14 +25,26 @@ pub const SECOND: Nanos = 1_000_000_000;
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     start: Instant,
+    /// The wall clock at the start, in ns since the Unix epoch: to place broker log lines.
+    wall_start_ns: u64,
 }
 
 impl Clock {
     /// A clock starting now.
     pub fn start() -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Self {
             start: Instant::now(),
+            wall_start_ns: u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// The run time of a wall-clock instant (ns since the Unix epoch); `None` before the
+    /// start.
+    pub fn from_wall(&self, wall_ns: u64) -> Option<Nanos> {
+        wall_ns.checked_sub(self.wall_start_ns)
     }
 
     /// Nanoseconds since the start.
@@ -123,6 +135,17 @@ pub struct FaultRecord {
     pub heal_ns: Option<Nanos>,
 }
 
+/// A broker's controller deciding to fence a broker, as its log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceLogged {
+    /// When, since the run's start.
+    pub t_ns: Nanos,
+    /// The broker whose log has the line (it believed it was the controller).
+    pub by: u32,
+    /// The broker it fenced.
+    pub broker: u32,
+}
+
 /// One batch as a replica's segment files hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BatchSummary {
@@ -150,6 +173,10 @@ pub struct History {
     /// For each partition, each broker's batches as its files hold them (only if the run
     /// compared replicas).
     pub replicas: BTreeMap<u32, BTreeMap<u32, Vec<BatchSummary>>>,
+    /// Fence decisions in the brokers' logs (including ones that a deposed controller could
+    /// not commit, and ones too brief for the poller to see).
+    #[serde(default)]
+    pub fence_log: Vec<FenceLogged>,
     /// When the run's faults ended (the checker's end of time for open intervals).
     pub end_ns: Nanos,
 }

@@ -12,11 +12,13 @@
 //! - [`checker`]: safety anomalies, a pure function of the history.
 //! - [`availability`]: unavailable seconds, recovery times, fences and elections.
 //! - [`replicas`]: a stopped broker's segment files, for the divergence check.
+//! - [`brokerlog`]: fence decisions from the brokers' logs, which the poller may miss.
 //! - [`canary`]: runs that lose data on purpose, so that the checker is seen to catch it.
 //! - [`report`]: `results.json`, the verdict line and the summary table.
 //! - [`runner`]: one scenario from start to verdict.
 
 pub mod availability;
+pub mod brokerlog;
 pub mod canary;
 pub mod checker;
 pub mod history;

@@ -68,16 +68,21 @@ impl Results {
         };
         let verdict = format!(
             "{scenario} seed {seed}: {} ({} anomalies: {} lost, {} divergent replicas; \
-             {} acked; unavailable {:.1} s over {} faults, {} fence events, {} spurious)",
+             {} acked; unavailable {:.1} s summed over partitions, {:.1} s cluster-wide, \
+             over {} faults; {} fence events, {} spurious; {} fence decisions logged, \
+             {} spurious)",
             if passed { "PASS" } else { "FAIL" },
             a.total(),
             a.lost,
             a.replica_divergence,
             safety.ops.acked,
             availability.unavailable_s_total,
+            availability.unavailable_s_cluster,
             availability.faults,
             availability.fence_events,
             availability.spurious_fences,
+            availability.fences_logged,
+            availability.spurious_fences_logged,
         );
         Self {
             scenario: scenario.to_owned(),
@@ -111,7 +116,7 @@ pub fn summary(results: &[Results]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:>6} {:>7} {:>6} {:>5} {:>4} {:>5} {:>5} {:>4} {:>5} {:>5} {:>5} {:>7} {:>6} {:>6} {:>9} {:>5}  verdict",
+        "{:<16} {:>6} {:>7} {:>6} {:>5} {:>4} {:>5} {:>5} {:>4} {:>5} {:>5} {:>5} {:>7} {:>6} {:>6} {:>6} {:>9} {:>9} {:>5}  verdict",
         "scenario",
         "seed",
         "acked",
@@ -126,15 +131,17 @@ pub fn summary(results: &[Results]) -> String {
         "diver",
         "unav_s",
         "max_s",
+        "clus_s",
         "faults",
         "fences/sp",
+        "flog/sp",
         "ldr"
     );
     for r in results {
         let (a, v) = (&r.anomalies, &r.availability);
         let _ = writeln!(
             out,
-            "{:<16} {:>6} {:>7} {:>6} {:>5} {:>4} {:>5} {:>5} {:>4} {:>5} {:>5} {:>5} {:>7.1} {:>6.1} {:>6} {:>9} {:>5}  {}",
+            "{:<16} {:>6} {:>7} {:>6} {:>5} {:>4} {:>5} {:>5} {:>4} {:>5} {:>5} {:>5} {:>7.1} {:>6.1} {:>6.1} {:>6} {:>9} {:>9} {:>5}  {}",
             r.scenario,
             r.seed,
             r.ops.acked,
@@ -149,8 +156,10 @@ pub fn summary(results: &[Results]) -> String {
             a.replica_divergence,
             v.unavailable_s_total,
             v.unavailable_s_max,
+            v.unavailable_s_cluster,
             v.faults,
             format!("{}/{}", v.fence_events, v.spurious_fences),
+            format!("{}/{}", v.fences_logged, v.spurious_fences_logged),
             v.leader_changes,
             if r.passed { "pass" } else { "FAIL" },
         );

@@ -182,6 +182,8 @@ pub async fn run(config: &RunConfig) -> Result<Results> {
     stop_poller.store(true, Ordering::Relaxed);
     let meta = poller.await.context("the metadata poller panicked")?;
     let replicas = stop_and_read_replicas(&mut cc, s)?;
+    let ids: Vec<u32> = cc.cluster.ids().collect();
+    let fence_log = super::brokerlog::fence_decisions(&config.out, &ids, clock);
     let history = History {
         ops: recorder.ops(),
         meta,
@@ -189,6 +191,7 @@ pub async fn run(config: &RunConfig) -> Result<Results> {
         final_reads,
         final_hw,
         replicas,
+        fence_log,
         end_ns,
     };
     finish(config, &history)
