@@ -6,10 +6,11 @@
 //!
 //! - a controller paused for longer than a session and *not* replaced (the only voter) fences
 //!   nobody when it resumes (its leases count only its own running time);
-//! - a paused controller of three voters is replaced within about one election timeout, only it
-//!   is fenced (heartbeats follow the new controller within the grace), no partition is left
-//!   without a leader or with a one-replica ISR while two replicas live, and on resume nothing
-//!   else is fenced;
+//! - a paused or cut-off controller of three voters is replaced within about one election
+//!   timeout, only it is fenced (heartbeats follow the new controller within the grace), no
+//!   partition is left without a leader or with a one-replica ISR while two replicas live, and
+//!   on resume or heal nothing else is fenced; a cut-off controller stops naming itself;
+//! - a voter cut off and healed does not raise the term or depose the controller;
 //! - a broker restarted without a quorum names no controller, leads nothing and acknowledges
 //!   nothing, though its replayed metadata says it led;
 //! - the harness's waits treat "no controller yet" (`controller_id` 0) as "not yet".
@@ -23,7 +24,8 @@ use cairn_proto::v1::broker_client::BrokerClient;
 use cairn_proto::v1::{
     self as pb, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicRequest,
 };
-use cairn_tests::cluster::controller_of;
+use cairn_tests::cluster::{ClusterOptions, controller_of};
+use cairn_tests::netfault::NetFaults;
 use cairn_tests::{TestBroker, TestCluster, wait_for};
 use tokio::sync::Mutex;
 
@@ -176,6 +178,15 @@ async fn sample(cluster: &TestCluster, ids: &[u32], topic: &str, start: Instant)
     out
 }
 
+/// How the controller is taken away.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGSTOP.
+    Pause,
+    /// Cut off from the other brokers by nftables rules; clients still reach it.
+    Isolate,
+}
+
 /// Points 1 and 2 of the issue: a paused controller of three voters is replaced within about
 /// one election timeout; the new controller fences only the paused broker (the live one's
 /// heartbeats reach it within its grace), no partition goes without a leader for longer than
@@ -183,19 +194,42 @@ async fn sample(cluster: &TestCluster, ids: &[u32], topic: &str, start: Instant)
 /// the resume nobody else is fenced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_controller_is_replaced_promptly_and_only_it_is_fenced() {
+    controller_lost(Fault::Pause).await;
+}
+
+/// Point 1 of the issue, as the checker saw it: the controller cut off from its peers (clients
+/// still reach it). It stops acting as controller within a lease, a new one is elected within
+/// about one election timeout, only the cut-off broker is fenced, no partition loses its
+/// leader or collapses its ISR while two replicas live, and after the heal nothing else is
+/// fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_controller_is_replaced_promptly_and_only_it_is_fenced() {
+    controller_lost(Fault::Isolate).await;
+}
+
+async fn controller_lost(fault: Fault) {
     let _serial = SERIAL.lock().await;
-    let mut cluster = TestCluster::start(3, Some(CHECKER_LEASES)).unwrap();
+    let options = ClusterOptions {
+        distinct_uids: matches!(fault, Fault::Isolate),
+        log_dir: None,
+    };
+    let mut cluster = TestCluster::start_with_options(3, Some(CHECKER_LEASES), &options).unwrap();
     let old = cluster.wait_controller(None).await.unwrap();
     cluster.create_replicated_topic("avail", 6).await.unwrap();
     for p in 0..6 {
         cluster.wait_full_isr("avail", p).await.unwrap();
     }
     let others: Vec<u32> = cluster.ids().filter(|&id| id != old).collect();
+    let faults = NetFaults::new().unwrap();
 
-    cluster.pause(old).unwrap();
+    match fault {
+        Fault::Pause => cluster.pause(old).unwrap(),
+        Fault::Isolate => cluster.isolate(&faults, old).unwrap(),
+    }
     let start = Instant::now();
     let mut replaced_at = None;
     let mut all_led_at = None;
+    let mut stood_down_at = None;
     let mut samples = Vec::new();
     while start.elapsed() < Duration::from_secs(12) {
         let s = sample(&cluster, &others, "avail", start).await;
@@ -206,32 +240,52 @@ async fn a_paused_controller_is_replaced_promptly_and_only_it_is_fenced() {
         if all_led_at.is_none() && led {
             all_led_at = Some(s.at);
         }
+        if matches!(fault, Fault::Isolate)
+            && stood_down_at.is_none()
+            && let Ok(d) = cluster.describe_cluster(old).await
+            && controller_of(&d) != Some(old)
+        {
+            stood_down_at = Some(start.elapsed());
+        }
         samples.push(s);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    cluster.resume(old).unwrap();
+    match fault {
+        Fault::Pause => cluster.resume(old).unwrap(),
+        Fault::Isolate => faults.heal().unwrap(),
+    }
     cluster.wait_brokers_alive(&[1, 2, 3]).await.unwrap();
-    let resumed = Instant::now();
-    while resumed.elapsed() < Duration::from_secs(6) {
+    let healed = Instant::now();
+    while healed.elapsed() < Duration::from_secs(6) {
         samples.push(sample(&cluster, &[1, 2, 3], "avail", start).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let replaced_at = replaced_at.expect("the paused controller was never replaced");
+    let replaced_at = replaced_at.expect("the lost controller was never replaced");
     assert!(
         replaced_at <= Duration::from_secs(3),
-        "a new controller took {replaced_at:?} (election timeout 1.0–1.5 s)"
+        "{fault:?}: a new controller took {replaced_at:?} (election timeout 1.0–1.5 s)"
     );
+    if matches!(fault, Fault::Isolate) {
+        let stood_down_at = stood_down_at.expect("the cut-off controller kept naming itself");
+        assert!(
+            stood_down_at <= Duration::from_secs(3),
+            "the cut-off controller named itself for {stood_down_at:?}"
+        );
+    }
     for s in &samples {
         let wrongly: Vec<u32> = s.fenced.iter().copied().filter(|&b| b != old).collect();
-        assert!(wrongly.is_empty(), "live brokers {wrongly:?} fenced: {s:?}");
+        assert!(
+            wrongly.is_empty(),
+            "{fault:?}: live brokers {wrongly:?} fenced: {s:?}"
+        );
         for (p, (leader, isr)) in s.partitions.iter().enumerate() {
-            // Until the paused broker is fenced its ISR entries stand; after, the two live
+            // Until the lost broker is fenced its ISR entries stand; after, the two live
             // replicas must both be in every ISR, one of them leading.
             if s.fenced_by_controller.contains(&old) {
                 assert!(
                     isr.len() >= 2 && others.contains(leader),
-                    "partition {p} collapsed while two replicas live: {s:?}"
+                    "{fault:?}: partition {p} collapsed while two replicas live: {s:?}"
                 );
             }
         }
@@ -240,8 +294,64 @@ async fn a_paused_controller_is_replaced_promptly_and_only_it_is_fenced() {
     // Fencing needs a whole session (3 s) of the new controller's time after its election.
     assert!(
         all_led_at <= replaced_at + Duration::from_secs(6),
-        "partitions had live leaders only after {all_led_at:?}"
+        "{fault:?}: partitions had live leaders only after {all_led_at:?}"
     );
+}
+
+/// Point 4 of the issue: a voter cut off from the others for longer than several election
+/// timeouts does not raise its Raft term (its pre-votes find no majority), so when the cut
+/// heals it does not depose the healthy controller: the term and the controller stay as they
+/// were on every broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_isolated_voter_does_not_depose_the_controller() {
+    let _serial = SERIAL.lock().await;
+    let options = ClusterOptions {
+        distinct_uids: true,
+        log_dir: None,
+    };
+    let cluster = TestCluster::start_with_options(3, Some(CHECKER_LEASES), &options).unwrap();
+    let controller = cluster.wait_controller(None).await.unwrap();
+    cluster.wait_brokers_alive(&[1, 2, 3]).await.unwrap();
+    let term = cluster
+        .describe_cluster(controller)
+        .await
+        .unwrap()
+        .raft_term;
+    let voter = cluster.ids().find(|&id| id != controller).unwrap();
+    let faults = NetFaults::new().unwrap();
+
+    cluster.isolate(&faults, voter).unwrap();
+    wait_for("the controller fencing the cut-off voter", WAIT, || async {
+        let d = cluster.describe_cluster(controller).await.ok()?;
+        fenced(&d).contains(&voter).then_some(())
+    })
+    .await
+    .unwrap();
+    // Several election timeouts more in isolation, then the heal.
+    let cut = Instant::now();
+    while cut.elapsed() < Duration::from_secs(6) {
+        let d = cluster.describe_cluster(voter).await.unwrap();
+        assert_eq!(
+            d.raft_term, term,
+            "the cut-off voter raised its term: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    faults.heal().unwrap();
+    cluster.wait_brokers_alive(&[1, 2, 3]).await.unwrap();
+    let healed = Instant::now();
+    while healed.elapsed() < Duration::from_secs(5) {
+        for id in [1, 2, 3] {
+            let d = cluster.describe_cluster(id).await.unwrap();
+            assert_eq!(
+                (d.raft_term, controller_of(&d)),
+                (term, Some(controller)),
+                "broker {id} {:?} after the heal: the controller was deposed",
+                healed.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Point 3 of the issue: a broker restarted while its peers are down cannot register, so it

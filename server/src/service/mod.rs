@@ -184,6 +184,13 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
+        // Peers and clients that gave up on calls while this broker did not answer (paused,
+        // cut off) reset those streams, and the resets arrive together when it answers again;
+        // h2's default of 20 would then tear the whole connection down. Bounded by the
+        // streams a connection may open, so a flood of resets still cannot grow without limit.
+        .http2_max_pending_accept_reset_streams(Some(
+            limits.max_concurrent_streams_per_connection as usize,
+        ))
         .add_service(health_service)
         .add_service(reflection_builder().build_v1()?)
         .add_service(reflection_builder().build_v1alpha()?)
