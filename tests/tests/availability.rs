@@ -356,7 +356,7 @@ async fn a_healed_isolated_voter_does_not_depose_the_controller() {
 
 /// Point 3 of the issue: a broker restarted while its peers are down cannot register, so it
 /// must name no controller, lead no partition and acknowledge nothing, though the metadata it
-/// replays from disk says it was the controller and led partitions with an ISR of itself.
+/// replays from disk says it was the controller and led every partition (min ISR 1, acks 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_broker_without_a_quorum_serves_nothing() {
     let _serial = SERIAL.lock().await;
@@ -379,7 +379,8 @@ async fn a_restarted_broker_without_a_quorum_serves_nothing() {
     for p in 0..3 {
         cluster.wait_full_isr("lonely", p).await.unwrap();
     }
-    // Make the controller lead every partition, with an ISR of itself alone: stop the others.
+    // Make the controller lead every partition, the others stopped: its replayed metadata will
+    // say it leads them all.
     for id in cluster
         .ids()
         .filter(|&id| id != controller)
