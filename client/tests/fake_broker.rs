@@ -248,6 +248,7 @@ impl Broker for Fake {
                     .collect(),
             }],
             controller_id: 1,
+            metadata_index: 1,
         }))
     }
 }

@@ -470,3 +470,45 @@ async fn harness_waits_treat_no_controller_as_not_yet() {
     };
     assert_eq!(controller_of(&one), Some(3));
 }
+
+/// Metadata answers carry the version they reflect (the applied Raft index), so a client
+/// holding answers from several brokers can trust the freshest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_answers_carry_their_metadata_version() {
+    let cluster = TestCluster::start(1, None).unwrap();
+    cluster.wait_controller(None).await.unwrap();
+    let mut broker = BrokerClient::connect(cluster.broker(1).url())
+        .await
+        .unwrap();
+    let before = broker
+        .metadata(pb::MetadataRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(before.metadata_index > 0, "{before:?}");
+    cluster
+        .client()
+        .await
+        .unwrap()
+        .admin()
+        .create_topic(NewTopic::new("versioned", 1))
+        .await
+        .unwrap();
+    let after = broker
+        .metadata(pb::MetadataRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        after.metadata_index > before.metadata_index,
+        "creating a topic moved the metadata from {} to {}",
+        before.metadata_index,
+        after.metadata_index
+    );
+    let applied = cluster
+        .describe_cluster(1)
+        .await
+        .unwrap()
+        .metadata_applied_index;
+    assert!(applied >= after.metadata_index);
+}

@@ -360,6 +360,7 @@ impl Partition {
                     topic: self.topic.to_string(),
                     partition: self.index,
                     leader: None,
+                    appended: Some(last_offset),
                 });
             }
             if *hw.borrow_and_update() > last_offset {
@@ -453,6 +454,7 @@ impl Partition {
                 topic: self.topic.to_string(),
                 partition: self.index,
                 leader: None,
+                appended: None,
             });
         }
         let (topic, partition) = (self.topic.to_string(), self.index);
