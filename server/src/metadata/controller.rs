@@ -597,12 +597,27 @@ impl Controller {
                 .iter()
                 .filter(|(_, b)| !b.fenced)
                 .map(|(&id, _)| id);
-            self.leases()
-                .tick(std::time::Instant::now(), term, self.quorum.id(), live)
+            let mut leases = self.leases();
+            let tick = leases.tick(std::time::Instant::now(), term, self.quorum.id(), live);
+            if tick.new_term
+                && let Some((old, silent)) = self.quorum.election().last_leader()
+                && let Ok(old) = BrokerId::try_from(old)
+            {
+                // This broker saw the previous controller's Raft heartbeats stop `silent` ago
+                // (which is why it was elected): that time counts against its lease.
+                leases.already_silent(old, silent);
+                tracing::info!(
+                    term,
+                    previous = old,
+                    silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),
+                    "became controller: every broker gets a full session, the silent previous \
+                     controller the rest of its own"
+                );
+            } else if tick.new_term {
+                tracing::info!(term, "became controller: every broker gets a full session");
+            }
+            tick
         };
-        if tick.new_term {
-            tracing::info!(term, "became controller: every broker gets a full session");
-        }
         for id in tick.expired {
             tracing::warn!(
                 broker = id,
