@@ -255,7 +255,7 @@ impl ClusterConfig {
     }
 
     /// How long one registration or heartbeat call to the controller may take: one heartbeat
-    /// interval (at least 100 ms), well under the session by [`ClusterConfig::validate`]'s rule.
+    /// interval (at least 100 ms), well under the session by the rule `validate` enforces.
     pub fn lease_call_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.broker_heartbeat_interval_ms.max(100))
     }

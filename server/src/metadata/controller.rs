@@ -9,7 +9,7 @@
 //! written through Raft; `ClusterState::apply` does the rest on every broker alike.
 //!
 //! Leases live only in the leader's memory, as in KRaft, and are judged on evidence only
-//! ([`Leases`]): a broker is fenced when this controller, while running and acting as
+//! (`leases.rs`): a broker is fenced when this controller, while running and acting as
 //! controller, went a whole session without hearing from it. A newly elected controller gives
 //! every broker a full session from the moment it took over, a paused or cut-off controller does
 //! not count the time it could not hear, and the controller never fences itself. Any other broker answers [`ControllerError::NotController`] with the leader it
@@ -122,7 +122,7 @@ pub struct Controller {
     max_partitions: u32,
     /// The id the first controller gives the cluster (a migrated directory's, or a new one).
     initial_cluster_id: String,
-    /// Lease deadlines on the active clock (see [`Leases`]).
+    /// Lease deadlines on the active clock (see `leases.rs`).
     leases: Mutex<Leases>,
     /// When leadership was last balanced (or this broker last became controller).
     last_balance: Mutex<Option<(u64, Instant)>>,
