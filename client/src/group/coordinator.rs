@@ -88,6 +88,43 @@ impl Coordinator {
         Ok(addr)
     }
 
+    /// The coordinator's address, cached or asked of each broker in turn with `deadline` per
+    /// call, so a dead or stopped broker costs at most that: for the heartbeat task, which
+    /// must find a new coordinator well within a session. A broker that says the coordinator
+    /// is not available (no leader yet, or itself cut off) passes the question to the next.
+    ///
+    /// # Errors
+    ///
+    /// The last broker's answer when none named the coordinator.
+    pub async fn find_within(&self, deadline: std::time::Duration) -> Result<String> {
+        if let Some(addr) = self.cached() {
+            return Ok(addr);
+        }
+        let request = FindCoordinatorRequest {
+            group_id: self.group.clone(),
+        };
+        let mut last = None;
+        for broker in self.client.any_addresses() {
+            let mut groups = self.client.groups_client(self.client.channel(&broker)?);
+            let e = match tokio::time::timeout(deadline, groups.find_coordinator(request.clone()))
+                .await
+            {
+                Ok(Ok(found)) => {
+                    let addr = normalize(&found.into_inner().address);
+                    *self.address.lock().expect("coordinator lock poisoned") = Some(addr.clone());
+                    return Ok(addr);
+                }
+                Ok(Err(status)) => Error::from_status(status),
+                Err(_) => Error::Timeout(deadline),
+            };
+            if !e.is_retriable() {
+                return Err(e);
+            }
+            last = Some(e);
+        }
+        Err(last.expect("the broker list is never empty: bootstrap is checked"))
+    }
+
     fn cached(&self) -> Option<String> {
         self.address
             .lock()

@@ -66,12 +66,14 @@
 //! # Layout
 //!
 //! - `consumer`: [`GroupConsumer`], the application-facing stream, commits and close.
+//! - `committer`: the commit running in the background while records keep flowing.
 //! - `heartbeat`: the background task holding the heartbeat stream.
 //! - `member`: the heartbeat state machine (sync, tested without a broker).
 //! - `progress`: owned partitions, positions and committed offsets, and the assignment diff
 //!   (sync, tested).
 //! - `coordinator`: finding the coordinator and retrying calls to it.
 
+mod committer;
 mod consumer;
 mod coordinator;
 mod heartbeat;
@@ -84,6 +86,7 @@ use std::time::Duration;
 
 use cairn_proto::v1::TopicPartitions;
 
+pub use committer::CommitFailure;
 pub use consumer::GroupConsumer;
 pub(crate) use coordinator::Coordinator;
 
@@ -208,6 +211,9 @@ pub enum GroupEvent {
     /// its session expired, or it was fenced). Another member may own them already; they were
     /// not committed and must not be.
     Lost(Vec<TopicPartition>),
+    /// A commit (auto-commit, or [`GroupConsumer::commit_in_background`]) failed after the
+    /// client's retries. Nothing of it was stored; the positions go with the next commit.
+    CommitFailed(CommitFailure),
 }
 
 /// `set` grouped by topic, as the wire carries partitions.

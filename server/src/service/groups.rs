@@ -517,6 +517,14 @@ impl Groups for GroupsService {
         }
         let deadline = tokio::time::Instant::now() + FIND_WAIT;
         loop {
+            if self.coordinator.is_cut_off(&group) {
+                return Err(CoordinatorError::NotAvailable {
+                    group,
+                    why: "this broker leads its partition but cannot replicate; ask another"
+                        .to_owned(),
+                }
+                .into());
+            }
             if let Some((partition, Some((id, Some(address))))) = self.coordinator.locate(&group) {
                 return Ok(Response::new(pb::FindCoordinatorResponse {
                     coordinator_id: id,
