@@ -103,6 +103,13 @@ impl GroupMember {
         Ok(())
     }
 
+    /// Whether the process still runs (it has not exited on its own, nor been killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The records printed so far: (partition, offset, value).
     pub fn records(&self) -> Vec<(u32, i64, String)> {
         lock(&self.stdout)
