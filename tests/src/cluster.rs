@@ -237,27 +237,6 @@ impl TestCluster {
         Ok(())
     }
 
-    /// SIGTERMs every running broker at once and waits for each to exit, as
-    /// `scripts/cluster.sh stop` does: a whole-cluster outage whose data directories stay.
-    ///
-    /// # Errors
-    ///
-    /// As [`TestBroker::stop`], for the first broker that failed.
-    pub fn stop_all(&mut self) -> Result<()> {
-        std::thread::scope(|scope| {
-            let stops: Vec<_> = self
-                .brokers
-                .iter_mut()
-                .map(|b| scope.spawn(move || b.stop()))
-                .collect();
-            stops
-                .into_iter()
-                .map(|s| s.join().unwrap_or_else(|_| bail!("a stop panicked")))
-                .collect::<Result<Vec<()>>>()
-        })?;
-        Ok(())
-    }
-
     /// SIGSTOPs broker `id`.
     ///
     /// # Errors

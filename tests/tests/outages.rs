@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use cairn_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, SeekTo};
 use cairn_tests::group::{GroupMember, describe_group};
 use cairn_tests::{TestCluster, wait_for};
@@ -45,7 +45,9 @@ async fn three_brokers() -> Result<TestCluster> {
 
 /// Stops every broker, keeps the cluster down for [`outage`], and starts them all again.
 async fn whole_cluster_restart(cluster: &mut TestCluster) -> Result<()> {
-    tokio::task::block_in_place(|| cluster.stop_all())?;
+    for (id, stopped) in tokio::task::block_in_place(|| cluster.stop_all()) {
+        stopped.with_context(|| format!("stopping broker {id}"))?;
+    }
     tokio::time::sleep(outage()).await;
     tokio::task::block_in_place(|| cluster.restart_many(&[1, 2, 3]))?;
     Ok(())
