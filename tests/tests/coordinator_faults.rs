@@ -19,24 +19,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use cairn_client::{NewTopic, ProducerConfig, ProducerRecord};
 use cairn_tests::cluster::ClusterOptions;
-use cairn_tests::group::{
-    GroupMember, GroupView, describe_group_with, fast_config, find_coordinator,
-};
+use cairn_tests::group::{GroupMember, GroupView, describe_group_with, find_coordinator};
 use cairn_tests::netfault::NetFaults;
 use cairn_tests::{TestCluster, wait_for};
 
 const WORK: &str = "work";
-const GROUP: &str = "workers";
 const PARTITIONS: u32 = 6;
 const WAIT: Duration = Duration::from_secs(90);
 /// The longest a healthy partition may go without a record consumed, from the fault on.
 const MAX_STALL: Duration = Duration::from_secs(2);
 /// How long the group is watched after the new coordinator answers: past the members' session
-/// timeout (5 s in [`fast_config`]), so a member it would expire is seen expired.
+/// timeout (5 s), so a member it would expire is seen expired.
 const WATCH: Duration = Duration::from_secs(7);
+
+/// Members heartbeat every 300 ms with a 5 s session; a broker is fenced 6 s after its last
+/// heartbeat, so the coordinator's failover outlasts a member's session: a member must keep
+/// its partitions through a coordinator it cannot reach, and the new coordinator must give it
+/// a full session from when it serves.
+const CONFIG: &str = "[cluster]\nbroker_heartbeat_interval_ms = 500\nbroker_session_timeout_ms = 6000\n\n\
+                      [replication]\nreplica_lag_time_max_ms = 5000\n\n\
+                      [groups]\nheartbeat_interval_ms = 300\nsession_timeout_ms = 5000\n\
+                      offsets_topic_partitions = 3\n";
 
 /// What happens to the coordinator's broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn sample(
     cluster: &TestCluster,
     via: u32,
+    group: &str,
     run: &Arc<AtomicBool>,
 ) -> (
     Arc<Mutex<Vec<(Instant, GroupView)>>>,
@@ -92,9 +99,10 @@ fn sample(
 ) {
     let samples: Arc<Mutex<Vec<(Instant, GroupView)>>> = Arc::default();
     let (admin, run, into) = (cluster.admin(via), Arc::clone(run), Arc::clone(&samples));
+    let group = group.to_owned();
     let task = tokio::spawn(async move {
         while run.load(Ordering::Relaxed) {
-            if let Some(v) = describe_group_with(admin.clone(), GROUP, WORK).await {
+            if let Some(v) = describe_group_with(admin.clone(), &group, WORK).await {
                 lock(&into).push((Instant::now(), v));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -117,6 +125,23 @@ async fn work_leaders(cluster: &TestCluster) -> Result<BTreeMap<u32, u32>> {
     .await
 }
 
+/// A group whose coordinator is not the controller, and that coordinator: a controller's own
+/// failure is the availability issue's scenario (its election and fencing), not the group's.
+async fn group_away_from_the_controller(cluster: &TestCluster) -> Result<(String, u32, u32)> {
+    let controller = cluster.wait_controller(None).await?;
+    for i in 0..30 {
+        let group = format!("workers-{i}");
+        let (coordinator, _) = wait_for("the coordinator", WAIT, || {
+            find_coordinator(cluster, controller, &group)
+        })
+        .await?;
+        if coordinator != controller {
+            return Ok((group, coordinator, controller));
+        }
+    }
+    anyhow::bail!("every group tried is coordinated by the controller {controller}")
+}
+
 /// The longest time, within `[from, to]`, in which none of `arrivals` fell (sorted or not).
 fn longest_gap(mut arrivals: Vec<Instant>, from: Instant, to: Instant) -> Duration {
     arrivals.retain(|t| *t >= from && *t <= to);
@@ -135,8 +160,7 @@ async fn coordinator_fault(fault: Fault) -> Result<()> {
         distinct_uids: fault == Fault::Isolate,
         log_dir: None,
     };
-    let config = fast_config("offsets_topic_partitions = 3\n");
-    let mut cluster = TestCluster::start_with_options(3, Some(&config), &options)?;
+    let mut cluster = TestCluster::start_with_options(3, Some(CONFIG), &options)?;
     cluster.wait_brokers_alive(&[1, 2, 3]).await?;
     let client = cluster.client().await?;
     client
@@ -149,28 +173,21 @@ async fn coordinator_fault(fault: Fault) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let producers = produce(&client, &acked, &stop);
     let brokers = cluster.bootstrap_list();
+    let (group, coordinator, controller) = group_away_from_the_controller(&cluster).await?;
+    let group = group.as_str();
     let mut members: Vec<GroupMember> = (0..3)
-        .map(|_| GroupMember::start(&brokers, WORK, GROUP))
+        .map(|_| GroupMember::start(&brokers, WORK, group))
         .collect::<Result<_>>()?;
-
-    let coordinator = wait_for("the coordinator", WAIT, || {
-        find_coordinator(&cluster, 1, GROUP)
-    })
-    .await?
-    .0;
-    let via = cluster
-        .ids()
-        .find(|&id| id != coordinator)
-        .expect("3 brokers");
+    let via = controller;
     let before = wait_for("the group settled at 2-2-2 with commits", WAIT, || async {
-        let v = describe_group_with(cluster.admin(via), GROUP, WORK).await?;
+        let v = describe_group_with(cluster.admin(via), group, WORK).await?;
         let committed = v.progress.values().all(|p| p.0 > 0);
         (v.stable && v.shares() == [2, 2, 2] && committed).then_some(v)
     })
     .await?;
     let owners = before.holders().map_err(anyhow::Error::msg)?;
     let sampling = Arc::new(AtomicBool::new(true));
-    let (samples, sampler) = sample(&cluster, via, &sampling);
+    let (samples, sampler) = sample(&cluster, via, group, &sampling);
     // The commits as they stand just before the fault: nothing below may be consumed again.
     let committed_before = wait_for("a sample before the fault", WAIT, || async {
         lock(&samples).last().map(|(_, v)| v.progress.clone())
@@ -189,12 +206,15 @@ async fn coordinator_fault(fault: Fault) -> Result<()> {
         Fault::Isolate => cluster.isolate(faults.as_ref().expect("made above"), coordinator)?,
     }
     wait_for("a new coordinator", WAIT, || async {
-        let (id, _) = find_coordinator(&cluster, via, GROUP).await?;
+        let (id, _) = find_coordinator(&cluster, via, group).await?;
         (id != coordinator).then_some(())
     })
-    .await?;
+    .await
+    .with_context(|| {
+        format!("after the {fault:?} of coordinator {coordinator} (controller: {controller})")
+    })?;
     let answered = wait_for("the new coordinator describing the group", WAIT, || async {
-        describe_group_with(cluster.admin(via), GROUP, WORK).await?;
+        describe_group_with(cluster.admin(via), group, WORK).await?;
         Some(Instant::now())
     })
     .await?;
@@ -253,7 +273,7 @@ async fn coordinator_fault(fault: Fault) -> Result<()> {
         "every acknowledged record consumed and committed",
         WAIT,
         || async {
-            let v = describe_group_with(cluster.admin(via), GROUP, WORK).await?;
+            let v = describe_group_with(cluster.admin(via), group, WORK).await?;
             ends.iter()
                 .all(|(p, end)| v.progress.get(p).is_some_and(|c| c.0 >= *end))
                 .then_some(v)
