@@ -364,3 +364,75 @@ fn the_longest_gap_counts_the_window_edges() {
         s(2)
     );
 }
+
+/// `cairn group describe` answers within about a second while a partition leader is stopped
+/// (and not yet fenced), marking that partition's lag unknown instead of waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_answers_promptly_while_a_partition_leader_is_paused() -> Result<()> {
+    let mut cluster = TestCluster::start(3, Some(CONFIG))?;
+    cluster.wait_brokers_alive(&[1, 2, 3]).await?;
+    let client = cluster.client().await?;
+    client
+        .admin()
+        .create_topic(NewTopic::new(WORK, PARTITIONS).replication_factor(1))
+        .await?;
+    let leaders = work_leaders(&cluster).await?;
+    let producer = client.producer(ProducerConfig::default());
+    for p in 0..PARTITIONS {
+        producer
+            .send(ProducerRecord::new(WORK, format!("p{p}")).partition(p))
+            .await?;
+    }
+    let (group, coordinator, controller) = group_away_from_the_controller(&cluster).await?;
+    let mut member = GroupMember::start(&cluster.bootstrap_list(), WORK, &group)?;
+    wait_for("the member committed every partition", WAIT, || async {
+        let v = describe_group_with(cluster.admin(controller), &group, WORK).await?;
+        (v.progress.len() == PARTITIONS as usize && v.progress.values().all(|p| p.0 == 1))
+            .then_some(())
+    })
+    .await?;
+    member.stop()?;
+
+    let victim = cluster
+        .ids()
+        .find(|&id| id != coordinator && id != controller)
+        .expect("3 brokers");
+    cluster.pause(victim)?;
+    let brokers = cluster.broker(controller).addr().to_string();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        cairn_tests::run_cli(
+            &brokers,
+            &["group", "describe", &group, "--format", "json"],
+            "",
+            Duration::from_secs(30),
+        )
+    })
+    .await??;
+    let took = started.elapsed();
+    cluster.resume(victim)?;
+    ensure!(
+        out.status.success(),
+        "cairn group describe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        took <= Duration::from_millis(1500),
+        "cairn group describe took {took:?} with broker {victim} paused"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let parts = v["partitions"].as_array().cloned().unwrap_or_default();
+    for (p, leader) in leaders {
+        let lag = parts
+            .iter()
+            .find(|x| x["topic"] == WORK && x["partition"] == p)
+            .map(|x| x["lag"].as_i64().unwrap_or(i64::MIN))
+            .unwrap_or(i64::MIN);
+        let expected = if leader == victim { -1 } else { 0 };
+        ensure!(
+            lag == expected,
+            "partition {p} (leader {leader}, paused {victim}): lag {lag} in {v}"
+        );
+    }
+    Ok(())
+}
