@@ -55,6 +55,9 @@ enum Fault {
 /// Acknowledged records: (partition, offset, value).
 type Acked = Arc<Mutex<Vec<(u32, i64, String)>>>;
 
+/// The group as described, with when.
+type Samples = Arc<Mutex<Vec<(Instant, GroupView)>>>;
+
 /// One producer task per partition, each sending `p{p}-{n}` every 20 ms until `stop`; a
 /// partition whose leader is down only stalls its own task.
 fn produce(
@@ -93,11 +96,8 @@ fn sample(
     via: u32,
     group: &str,
     run: &Arc<AtomicBool>,
-) -> (
-    Arc<Mutex<Vec<(Instant, GroupView)>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let samples: Arc<Mutex<Vec<(Instant, GroupView)>>> = Arc::default();
+) -> (Samples, tokio::task::JoinHandle<()>) {
+    let samples: Samples = Arc::default();
     let (admin, run, into) = (cluster.admin(via), Arc::clone(run), Arc::clone(&samples));
     let group = group.to_owned();
     let task = tokio::spawn(async move {

@@ -56,6 +56,10 @@
 //!   [`GroupEvent::Lost`] comes when it learns so, and those partitions are never committed.
 //! - **Order.** Records of one partition come in offset order, none skipped; nothing orders
 //!   records of different partitions.
+//! - **Coordinator failures.** A dead, stopped or cut-off coordinator is left within about a
+//!   heartbeat interval for the new one, found with `FindCoordinator`; the member keeps its id,
+//!   epoch and partitions, and records keep flowing meanwhile (commits run in the background;
+//!   one that fails is [`GroupEvent::CommitFailed`]).
 //! - **Slow applications.** Heartbeats do not wait for the application, so a slow one keeps its
 //!   partitions; but a revocation waits until it polls again, at most the group's
 //!   `rebalance_timeout_ms` (default 5 minutes), after which the coordinator removes it.
@@ -146,9 +150,11 @@ pub struct GroupConsumerConfig {
     /// Commit the stream's positions this often, before a revoked partition is released, and
     /// on close; `None` leaves every commit to [`GroupConsumer::commit`]. Default 5 s.
     pub auto_commit: Option<Duration>,
-    /// The group's session timeout until the coordinator's first answer says what it is: with
-    /// no heartbeat answered for this long, the coordinator has removed the member, so its
-    /// partitions are treated as lost and it rejoins. Default 45 s (the broker's default).
+    /// The group's session timeout until the coordinator's first answer says what it is. It
+    /// bounds how long a call to the coordinator may take (a third of it at most), so that a
+    /// failing coordinator is left for the new one well within a session. The member loses
+    /// its partitions only when a coordinator says it removed it (KIP-848), not by counting
+    /// silence itself. Default 45 s (the broker's default).
     pub session_timeout: Duration,
     /// How long a fetch waits on the broker for records. Default 500 ms.
     pub max_wait: Duration,
