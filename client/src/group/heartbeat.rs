@@ -65,6 +65,10 @@ pub(crate) enum Update {
 pub(crate) struct Identity {
     pub member_id: String,
     pub epoch: i32,
+    /// The deadline of one call to the coordinator ([`Membership::call_timeout`]), once the
+    /// heartbeat task knows it: commits use it too, so one to a stopped coordinator is given
+    /// up (and retried at the new one) within about a heartbeat interval.
+    pub call_timeout: Option<Duration>,
 }
 
 pub(crate) type SharedIdentity = Arc<Mutex<Identity>>;
@@ -120,6 +124,7 @@ pub(crate) fn spawn(
     *identity.lock().expect("identity lock poisoned") = Identity {
         member_id: member_id.clone(),
         epoch: 0,
+        call_timeout: None,
     };
     let membership = Membership::new(
         config.group_id.clone(),
@@ -351,6 +356,7 @@ impl Heartbeat {
         let mut identity = self.identity.lock().expect("identity lock poisoned");
         identity.member_id = self.membership.member_id().to_owned();
         identity.epoch = self.membership.epoch();
+        identity.call_timeout = Some(self.membership.call_timeout());
     }
 }
 
