@@ -442,7 +442,9 @@ impl GroupConsumer {
                 self.committer.want();
             }
         } else if self.config.auto_commit.is_some() {
-            self.start_commit();
+            // Only the revoked partitions: their release waits for nothing else.
+            let revoked = self.committer.releasing().clone();
+            self.start_commit_of(Some(&revoked));
         } else {
             self.release_waiting();
         }
@@ -459,7 +461,12 @@ impl GroupConsumer {
     /// Starts a background commit of every owned partition's position, if any moved; with
     /// nothing to commit, releases what waited for a commit.
     fn start_commit(&mut self) {
-        let offsets = self.progress.uncommitted(None);
+        self.start_commit_of(None);
+    }
+
+    /// [`Self::start_commit`] of the partitions in `only`, when given.
+    fn start_commit_of(&mut self, only: Option<&BTreeSet<TopicPartition>>) {
+        let offsets = self.progress.uncommitted(only);
         if offsets.is_empty() {
             self.release_waiting();
             return;
