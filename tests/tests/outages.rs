@@ -218,3 +218,83 @@ async fn a_cli_group_member_rides_out_a_whole_cluster_restart() -> Result<()> {
     member.stop()?;
     Ok(())
 }
+
+/// A `cairn topic consume` process (no group), killed on drop; its stdout lines collected.
+struct Reader {
+    child: std::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Reader {
+    fn start(brokers: &str) -> Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(cairn_tests::cairn_bin())
+            .args(["topic", "consume", TOPIC, "-o", "start", "-f", r"%v\n"])
+            .env("CAIRN_BROKERS", brokers)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let lines: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let (out, into) = (child.stdout.take().context("stdout")?, Arc::clone(&lines));
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                into.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    fn printed(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain `cairn topic consume` (simple consumer, no group) keeps polling through a
+/// whole-cluster restart and prints what is produced after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_consumer_keeps_polling_through_a_whole_cluster_restart() -> Result<()> {
+    let mut cluster = three_brokers().await?;
+    let client = cluster.client().await?;
+    let producer = client.producer(ProducerConfig::default());
+    produce(&producer, 0..10).await?;
+    let mut reader = Reader::start(&cluster.bootstrap_list())?;
+    wait_for("the first 10 records printed", WAIT, || async {
+        (reader.printed().len() >= 10).then_some(())
+    })
+    .await?;
+
+    whole_cluster_restart(&mut cluster).await?;
+    ensure!(reader.is_running(), "the consumer exited during the outage");
+    cluster.wait_brokers_alive(&[1, 2, 3]).await?;
+    produce(&producer, 10..20).await?;
+    wait_for(
+        "the records sent after the restart printed",
+        WAIT,
+        || async {
+            let printed = reader.printed();
+            (10..20)
+                .all(|i| printed.contains(&format!("v{i}")))
+                .then_some(())
+        },
+    )
+    .await?;
+    ensure!(reader.is_running(), "the consumer exited");
+    let mut printed = reader.printed();
+    printed.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    expected.sort();
+    assert_eq!(printed, expected, "every record once, in a simple consumer");
+    Ok(())
+}
