@@ -226,9 +226,11 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// A partition's fetch error after the client's retries: [`Error::OffsetOutOfRange`] (with
+    /// A partition's fetch error that a retry cannot cure: [`Error::OffsetOutOfRange`] (with
     /// [`OffsetReset::Error`]), [`Error::UnknownTopic`], [`Error::CorruptBatch`], ... The
-    /// partition's position is unchanged, so the next call fetches it again.
+    /// partition's position is unchanged, so the next call fetches it again. Retriable errors
+    /// (the leader restarting or unreachable, no leader yet) are not returned: the partition
+    /// keeps being fetched, with the client's backoff, until its leader answers.
     ///
     /// # Cancel safety
     ///
@@ -291,7 +293,8 @@ impl Consumer {
     /// Applies a finished fetch to its partition's state; `None` if it was stale or the error
     /// was handled here.
     fn complete(&mut self, done: Done) -> Option<Result<Vec<ConsumerRecord>>> {
-        let state = self.partitions.get_mut(&(done.topic, done.partition))?;
+        let key = (done.topic, done.partition);
+        let state = self.partitions.get_mut(&key)?;
         if state.in_flight == Some(done.epoch) {
             state.in_flight = None;
         }
@@ -312,6 +315,13 @@ impl Consumer {
                 };
                 // Without the range (an older broker), resolve it afresh on the next fetch.
                 state.position = (to >= 0).then_some(to);
+                None
+            }
+            // The leader is away (a restart, a failover, the whole cluster down): the fetch
+            // already retried with backoff; keep polling from the same position, as a Kafka
+            // consumer does, instead of ending the application's loop.
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(topic = key.0, partition = key.1, error = %e, "fetch failed; still retrying");
                 None
             }
             Err(e) => Some(Err(e)),

@@ -90,7 +90,9 @@ pub use client::{Client, SeekTo};
 pub use config::{ClientBuilder, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::{CoordinatorHint, ERROR_DOMAIN, Error, LeaderHint, Result};
-pub use group::{GroupConsumer, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition};
+pub use group::{
+    CommitFailure, GroupConsumer, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition,
+};
 pub use partitioner::{Partitioning, kafka_murmur2, partition_for_key};
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 

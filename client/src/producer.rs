@@ -77,6 +77,13 @@ pub struct ProducerConfig {
     /// Upper bound on the bytes of records sent but not yet answered; `send` waits for room.
     /// Default 64 MiB.
     pub buffer_bytes: usize,
+    /// How long a batch keeps being retried after a retriable failure (an unreachable or
+    /// restarting broker, `NOT_LEADER`, no leader yet, `NOT_ENOUGH_REPLICAS`, metadata not
+    /// available, a timeout), counted from when its sender got it (Kafka's
+    /// `delivery.timeout.ms`). Default 120 s: longer than a whole cluster's restart, so a
+    /// send rides it out. Errors that a retry cannot cure fail at once; with idempotence a
+    /// retried batch keeps its producer id and sequence, so it is written once.
+    pub delivery_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -89,6 +96,7 @@ impl Default for ProducerConfig {
             max_in_flight: 5,
             buffer_bytes: 64 << 20,
             idempotence: true,
+            delivery_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -238,7 +246,8 @@ impl Producer {
     ///
     /// # Errors
     ///
-    /// The future yields the batch's error once the client's retries are spent:
+    /// The future yields the batch's error once it cannot be cured by a retry, or once
+    /// [`ProducerConfig::delivery_timeout`] has passed:
     /// [`Error::UnknownTopic`], [`Error::InvalidArgument`] (e.g. `RECORD_TOO_LARGE`),
     /// [`Error::NotEnoughReplicas`], [`Error::Transport`], ...; [`Error::ProducerClosed`] if the
     /// runtime shut the producer down first.
@@ -421,8 +430,11 @@ impl Dispatcher {
                 self.client.clone(),
                 topic.clone(),
                 partition,
-                self.config.acks.into(),
-                self.config.max_in_flight,
+                sender::SenderConfig {
+                    acks: self.config.acks.into(),
+                    max_in_flight: self.config.max_in_flight,
+                    delivery_timeout: self.config.delivery_timeout,
+                },
                 self.producer_id.clone(),
             ),
         });

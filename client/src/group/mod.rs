@@ -56,6 +56,10 @@
 //!   [`GroupEvent::Lost`] comes when it learns so, and those partitions are never committed.
 //! - **Order.** Records of one partition come in offset order, none skipped; nothing orders
 //!   records of different partitions.
+//! - **Coordinator failures.** A dead, stopped or cut-off coordinator is left within about a
+//!   heartbeat interval for the new one, found with `FindCoordinator`; the member keeps its id,
+//!   epoch and partitions, and records keep flowing meanwhile (commits run in the background;
+//!   one that fails is [`GroupEvent::CommitFailed`]).
 //! - **Slow applications.** Heartbeats do not wait for the application, so a slow one keeps its
 //!   partitions; but a revocation waits until it polls again, at most the group's
 //!   `rebalance_timeout_ms` (default 5 minutes), after which the coordinator removes it.
@@ -66,12 +70,14 @@
 //! # Layout
 //!
 //! - `consumer`: [`GroupConsumer`], the application-facing stream, commits and close.
+//! - `committer`: the commit running in the background while records keep flowing.
 //! - `heartbeat`: the background task holding the heartbeat stream.
 //! - `member`: the heartbeat state machine (sync, tested without a broker).
 //! - `progress`: owned partitions, positions and committed offsets, and the assignment diff
 //!   (sync, tested).
 //! - `coordinator`: finding the coordinator and retrying calls to it.
 
+mod committer;
 mod consumer;
 mod coordinator;
 mod heartbeat;
@@ -84,6 +90,7 @@ use std::time::Duration;
 
 use cairn_proto::v1::TopicPartitions;
 
+pub use committer::CommitFailure;
 pub use consumer::GroupConsumer;
 pub(crate) use coordinator::Coordinator;
 
@@ -143,9 +150,11 @@ pub struct GroupConsumerConfig {
     /// Commit the stream's positions this often, before a revoked partition is released, and
     /// on close; `None` leaves every commit to [`GroupConsumer::commit`]. Default 5 s.
     pub auto_commit: Option<Duration>,
-    /// The group's session timeout until the coordinator's first answer says what it is: with
-    /// no heartbeat answered for this long, the coordinator has removed the member, so its
-    /// partitions are treated as lost and it rejoins. Default 45 s (the broker's default).
+    /// The group's session timeout until the coordinator's first answer says what it is. It
+    /// bounds how long a call to the coordinator may take (a third of it at most), so that a
+    /// failing coordinator is left for the new one well within a session. The member loses
+    /// its partitions only when a coordinator says it removed it (KIP-848), not by counting
+    /// silence itself. Default 45 s (the broker's default).
     pub session_timeout: Duration,
     /// How long a fetch waits on the broker for records. Default 500 ms.
     pub max_wait: Duration,
@@ -208,6 +217,9 @@ pub enum GroupEvent {
     /// its session expired, or it was fenced). Another member may own them already; they were
     /// not committed and must not be.
     Lost(Vec<TopicPartition>),
+    /// A commit (auto-commit, or [`GroupConsumer::commit_in_background`]) failed after the
+    /// client's retries. Nothing of it was stored; the positions go with the next commit.
+    CommitFailed(CommitFailure),
 }
 
 /// `set` grouped by topic, as the wire carries partitions.

@@ -239,6 +239,12 @@ fn group_reset(args: &ConsumeArgs) -> anyhow::Result<ResetPolicy> {
 
 /// The group member's loop: print records, report assignment changes, commit what was
 /// printed, until `-n` records or a signal.
+///
+/// Commits run in the background (the loop never waits on the coordinator, so partitions
+/// whose leaders are healthy keep printing while the coordinator fails over); a failed one is
+/// reported and its positions go with the next. Errors the stream survives (a coordinator or
+/// leader away for longer than the client's retries, a whole-cluster restart) are reported
+/// and the member carries on; only the end of the membership (a fatal refusal) stops it.
 async fn read_group(
     consumer: &mut GroupConsumer,
     limit: Option<u64>,
@@ -263,21 +269,21 @@ async fn read_group(
                 }
                 Ok(GroupEvent::Assigned(p)) => eprintln!("assigned: {}", partition_list(&p)),
                 Ok(GroupEvent::Revoked(p)) => {
+                    // What was printed of them is committed before they are released.
                     printer.out.flush()?;
-                    if let Err(e) = consumer.commit().await {
-                        eprintln!("warning: committing before the revocation: {e}");
-                    }
+                    consumer.commit_in_background();
                     eprintln!("revoked: {}", partition_list(&p));
                 }
                 Ok(GroupEvent::Lost(p)) => eprintln!("lost: {}", partition_list(&p)),
+                Ok(GroupEvent::CommitFailed(f)) => {
+                    eprintln!("warning: {f} (retried in {GROUP_COMMIT_INTERVAL:?})");
+                }
                 Ok(_) => {}
-                Err(e) => return Err(e).context("consuming"),
+                Err(e) => eprintln!("warning: {e}; still consuming"),
             },
             _ = commit_every.tick() => {
                 printer.out.flush()?;
-                if let Err(e) = consumer.commit().await {
-                    eprintln!("warning: commit failed (retried in {GROUP_COMMIT_INTERVAL:?}): {e}");
-                }
+                consumer.commit_in_background();
             }
             () = &mut interrupted => break,
         }

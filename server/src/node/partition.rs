@@ -338,6 +338,15 @@ impl Partition {
         Ok(())
     }
 
+    /// Whether, as leader, this broker heard from at least `min_insync_replicas` of its ISR
+    /// (itself included) within `window`: if not, it is cut off from its followers (or they
+    /// are gone) and an acks=all write would only wait for its timeout. A caller that must
+    /// answer promptly (the group coordinator) refuses instead.
+    pub fn isr_reachable(&self, window: Duration) -> bool {
+        let since = crate::node::now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        lock(&self.replicas).isr_heard_since(since, self.min_insync_replicas as usize)
+    }
+
     /// Waits until the high watermark passes `last_offset` (every in-sync replica has the
     /// batch), at most `timeout`.
     ///
