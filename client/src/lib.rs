@@ -89,13 +89,19 @@ pub use admin::{Admin, NewTopic, ResetOffsets};
 pub use client::{Client, SeekTo};
 pub use config::{ClientBuilder, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
-pub use error::{CoordinatorHint, ERROR_DOMAIN, Error, LeaderHint, Result};
+pub use error::{BrokerStatus, CoordinatorHint, ERROR_DOMAIN, Error, LeaderHint, Result};
 pub use group::{GroupConsumer, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition};
 pub use partitioner::{Partitioning, kafka_murmur2, partition_for_key};
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 
+/// The batch format's decoding error, held by [`Error::CorruptBatch`].
+pub use cairn_batch::BatchError;
+/// The gRPC status code held by [`Error::Status`], and the status a [`BrokerStatus`] wraps:
+/// the `tonic` types this crate is built with, so callers need not depend on `tonic`.
+pub use tonic::{Code, Status as GrpcStatus};
+
 pub use cairn_proto::v1::{
-    BrokerInfo, CommittedOffset, DescribeClusterResponse as ClusterDescription,
+    BrokerInfo, MetadataResponse, PartitionMetadata, TopicMetadata, CommittedOffset, DescribeClusterResponse as ClusterDescription,
     DescribeGroupResponse as GroupDescription, FsyncPolicy, GroupMember, GroupPartition,
     GroupState, GroupSummary, PartitionDescription, PartitionOffset, TopicConfig, TopicDescription,
     TopicPartitions, TopicSummary,

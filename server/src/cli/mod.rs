@@ -89,11 +89,16 @@ impl ClientOpts {
     ///
     /// When no broker answers.
     pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        let brokers = self.brokers.join(",");
         Client::builder()
             .brokers(self.brokers.iter().map(|b| b.trim().to_owned()))
             .build()
             .await
-            .with_context(|| format!("connecting to {}", self.brokers.join(",")))
+            .map_err(|e| match e {
+                // The message names the broker and the reason already.
+                cairn_client::Error::Transport { .. } => anyhow::Error::new(e),
+                e => anyhow::Error::new(e).context(format!("connecting to {brokers}")),
+            })
     }
 }
 
@@ -130,7 +135,7 @@ pub fn main() -> ExitCode {
 fn describe(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        if cause.is::<tonic::Status>() || cause.is::<std::sync::Arc<tonic::Status>>() {
+        if cause.is::<tonic::Status>() || cause.is::<cairn_client::BrokerStatus>() {
             break;
         }
         let text = cause.to_string();
