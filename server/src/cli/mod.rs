@@ -56,11 +56,13 @@ enum Command {
 }
 
 /// Connection and output flags shared by every client command. `global` so they may follow
-/// the verb (`cairn topic list --format json`) as well as the noun.
+/// the verb (`cairn topic list --format json`) as well as the noun. Named as rpk names them:
+/// `-b/--brokers`, `-f/--format` (which `topic consume` also takes as a kcat-style template).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientOpts {
-    /// Brokers to bootstrap from, comma-separated `host:port`.
+    /// Brokers to bootstrap from, comma-separated `host:port` (port 9092 if left out).
     #[arg(
+        short = 'b',
         long,
         global = true,
         env = "CAIRN_BROKERS",
@@ -68,9 +70,16 @@ pub(crate) struct ClientOpts {
         default_value = "127.0.0.1:9092"
     )]
     brokers: Vec<String>,
-    /// Output format: tables and plain text for people, JSON for scripts.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format: `text` (tables and plain text, for people) or `json` (for scripts);
+    /// `topic consume` also takes a kcat-style template such as '%k=%v\n'.
+    #[arg(
+        short = 'f',
+        long = "format",
+        global = true,
+        default_value = "text",
+        value_name = "text|json|TEMPLATE"
+    )]
+    format: String,
 }
 
 /// How a client command prints its answer.
@@ -83,6 +92,35 @@ pub(crate) enum Format {
 }
 
 impl ClientOpts {
+    /// The output format; a template counts as text (only `topic consume` takes one, and it
+    /// reads [`ClientOpts::template`]).
+    pub(crate) fn format(&self) -> Format {
+        if self.format == "json" {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The kcat-style template given with `-f`, if it is neither `text` nor `json`.
+    pub(crate) fn template(&self) -> Option<&str> {
+        (!matches!(self.format.as_str(), "text" | "json")).then_some(self.format.as_str())
+    }
+
+    /// Refuses a template for a command that prints tables or JSON documents.
+    ///
+    /// # Errors
+    ///
+    /// When `-f` is neither `text` nor `json`.
+    pub(crate) fn tables_only(&self) -> anyhow::Result<()> {
+        match self.template() {
+            Some(t) => anyhow::bail!(
+                "--format {t:?} is not text or json (only topic consume takes a template)"
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Connects to the cluster.
     ///
     /// # Errors

@@ -137,7 +137,7 @@ pub async fn run(opts: &ClientOpts, args: ProduceArgs) -> anyhow::Result<()> {
     while let Some((_, result)) = pending.next().await {
         summary.add(result);
     }
-    report(opts.format, &args.topic, &summary)?;
+    report(opts.format(), &args.topic, &summary)?;
     if let Some(e) = summary.first_error {
         bail!("{} records failed; the first: {e}", summary.errors);
     }
