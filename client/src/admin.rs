@@ -11,15 +11,15 @@
 
 use cairn_proto::v1::{
     CommittedOffset, CreatePartitionsRequest, CreateTopicRequest, DeleteGroupRequest,
-    DeleteTopicRequest, DescribeClusterRequest, DescribeGroupRequest,
-    DescribeTopicRequest, GroupSummary, ListGroupsRequest, ListTopicsRequest, PartitionOffset,
-    ResetGroupOffsetsRequest, TopicConfig, TopicDescription, TopicSummary,
+    DeleteTopicRequest, DescribeClusterRequest, DescribeGroupRequest, DescribeTopicRequest,
+    GroupSummary, ListGroupsRequest, ListTopicsRequest, PartitionOffset, ResetGroupOffsetsRequest,
+    TopicConfig, TopicDescription, TopicSummary,
 };
 
-use crate::{ClusterDescription, GroupDescription};
 use crate::client::{Client, SeekTo};
 use crate::error::{Error, Result};
 use crate::group::Coordinator;
+use crate::{ClusterDescription, GroupDescription};
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -538,7 +538,10 @@ mod tests {
             .await
             .expect_err("nothing listens there");
         let elapsed = started.elapsed();
-        assert!(elapsed < std::time::Duration::from_secs(4), "took {elapsed:?}");
+        assert!(
+            elapsed < std::time::Duration::from_secs(4),
+            "took {elapsed:?}"
+        );
         let text = e.to_string();
         assert!(text.contains(&addr), "{text}");
         assert!(text.to_lowercase().contains("refused"), "{text}");

@@ -80,7 +80,10 @@ pub enum Error {
     },
     /// The broker asked is not the partition's leader (reason `NOT_LEADER`). The client retries
     /// these itself; you see one only once its retries are spent.
-    #[error("{topic}-{partition} has no reachable leader{}: retry once a leader is elected", leader_text(leader))]
+    #[error(
+        "{topic}-{partition} has no reachable leader{}: retry once a leader is elected",
+        leader_text(leader)
+    )]
     NotLeader {
         /// Topic addressed.
         topic: String,
@@ -185,7 +188,10 @@ pub enum Error {
     /// The broker asked does not coordinate the group (reason `NOT_COORDINATOR`). Group
     /// calls find the coordinator again and retry by themselves; you see one only once their
     /// retries are spent.
-    #[error("the broker asked does not coordinate the group{}: retry", coordinator_text(coordinator))]
+    #[error(
+        "the broker asked does not coordinate the group{}: retry",
+        coordinator_text(coordinator)
+    )]
     NotCoordinator {
         /// The coordinator, if the broker knew it.
         coordinator: Option<CoordinatorHint>,
@@ -237,7 +243,9 @@ pub enum Error {
     },
     /// The member's epoch is not the group's (reason `FENCED_MEMBER_EPOCH`): another
     /// incarnation took over, or the group moved on. Its partitions are lost; it must rejoin.
-    #[error("this member's epoch {member_epoch} was fenced (the group is at {current_epoch}): it rejoins")]
+    #[error(
+        "this member's epoch {member_epoch} was fenced (the group is at {current_epoch}): it rejoins"
+    )]
     FencedMemberEpoch {
         /// The epoch the member sent.
         member_epoch: i32,
@@ -249,7 +257,9 @@ pub enum Error {
     },
     /// A commit carried an epoch older than the member's (reason `STALE_MEMBER_EPOCH`): the
     /// member must learn its new epoch (heartbeat) and commit again what it still holds.
-    #[error("the commit carried the stale member epoch {member_epoch} (the member is at {current_epoch}): commit again")]
+    #[error(
+        "the commit carried the stale member epoch {member_epoch} (the member is at {current_epoch}): commit again"
+    )]
     StaleMemberEpoch {
         /// The epoch the commit carried.
         member_epoch: i32,
@@ -284,7 +294,9 @@ pub enum Error {
     /// A commit would move a committed offset backwards (reason `OFFSET_BEHIND_COMMITTED`);
     /// nothing of that commit was written. Only an admin reset of an empty group moves offsets
     /// back.
-    #[error("offset {offset} of {topic}-{partition} is behind the committed offset {committed}; nothing was committed")]
+    #[error(
+        "offset {offset} of {topic}-{partition} is behind the committed offset {committed}; nothing was committed"
+    )]
     OffsetBehindCommitted {
         /// Topic committed.
         topic: String,
@@ -321,10 +333,11 @@ pub enum Error {
     /// The producer was shut down before the record was acknowledged.
     #[error("the producer was closed before the record was acknowledged")]
     ProducerClosed,
-    /// A record is larger than [`ProducerConfig::max_request_bytes`](crate::ProducerConfig::max_request_bytes)
-    /// (Kafka's `max.request.size`); it was refused by the producer, never sent.
+    /// A record is larger than
+    /// [`ProducerConfig::max_record_bytes`](crate::ProducerConfig::max_record_bytes) (Kafka's
+    /// `max.request.size`); the producer refused it, and it was never sent.
     #[error(
-        "a record of {size} bytes for {topic}-{partition} exceeds the producer's limit of {max} bytes (max_request_bytes); it was not sent"
+        "a record of {size} bytes for {topic}-{partition} exceeds the producer's limit of {max} bytes (max_record_bytes); it was not sent"
     )]
     RecordTooLarge {
         /// Topic the record was for.
@@ -407,7 +420,9 @@ impl std::error::Error for BrokerStatus {
 
 fn leader_text(leader: &Option<LeaderHint>) -> String {
     match leader {
-        Some(LeaderHint { id, addr: Some(a) }) => format!(" here (the leader is broker {id} at {a})"),
+        Some(LeaderHint { id, addr: Some(a) }) => {
+            format!(" here (the leader is broker {id} at {a})")
+        }
         Some(LeaderHint { id, addr: None }) => format!(" here (the leader is broker {id})"),
         None => String::new(),
     }

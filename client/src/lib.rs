@@ -101,8 +101,8 @@ pub use cairn_batch::BatchError;
 pub use tonic::{Code, Status as GrpcStatus};
 
 pub use cairn_proto::v1::{
-    BrokerInfo, MetadataResponse, PartitionMetadata, TopicMetadata, CommittedOffset, DescribeClusterResponse as ClusterDescription,
+    BrokerInfo, CommittedOffset, DescribeClusterResponse as ClusterDescription,
     DescribeGroupResponse as GroupDescription, FsyncPolicy, GroupMember, GroupPartition,
-    GroupState, GroupSummary, PartitionDescription, PartitionOffset, TopicConfig, TopicDescription,
-    TopicPartitions, TopicSummary,
+    GroupState, GroupSummary, MetadataResponse, PartitionDescription, PartitionMetadata,
+    PartitionOffset, TopicConfig, TopicDescription, TopicMetadata, TopicPartitions, TopicSummary,
 };

@@ -254,7 +254,9 @@ fn parse_to(s: &str) -> anyhow::Result<Target> {
         "latest" | "end" | "newest" => Target::At(SeekTo::Latest),
         _ => {
             if let Some(ts) = s.strip_prefix('@') {
-                Target::At(SeekTo::Timestamp(ts.parse::<u64>().with_context(bad)? as i64))
+                Target::At(SeekTo::Timestamp(
+                    ts.parse::<u64>().with_context(bad)? as i64
+                ))
             } else if let Some(n) = s.strip_prefix('-') {
                 Target::FromEnd(n.parse::<u32>().with_context(bad)?.into())
             } else {

@@ -230,9 +230,7 @@ async fn add_partitions(opts: &ClientOpts, name: &str, num: u32) -> anyhow::Resu
         .await
         .with_context(|| format!("describing topic {name:?}"))?;
     let count = u32::try_from(current.partitions.len()).context("partition count")?;
-    let total = count
-        .checked_add(num)
-        .context("too many partitions")?;
+    let total = count.checked_add(num).context("too many partitions")?;
     let grown = admin
         .create_partitions(name, total)
         .await
@@ -241,7 +239,11 @@ async fn add_partitions(opts: &ClientOpts, name: &str, num: u32) -> anyhow::Resu
         Format::Json => print_json(&describe_json(&grown)),
         Format::Text => {
             let mut t = table(["TOPIC", "PARTITIONS", "STATUS"]);
-            t.add_row([name.to_owned(), grown.partitions.len().to_string(), "OK".into()]);
+            t.add_row([
+                name.to_owned(),
+                grown.partitions.len().to_string(),
+                "OK".into(),
+            ]);
             print_table(&t);
             Ok(())
         }
