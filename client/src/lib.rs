@@ -88,9 +88,11 @@ mod sender;
 pub use admin::{Admin, NewTopic, ResetOffsets};
 pub use client::{Client, SeekTo};
 pub use config::{ClientBuilder, ClientConfig};
+#[allow(deprecated)]
+pub use consumer::ResetPolicy;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::{BrokerStatus, CoordinatorHint, ERROR_DOMAIN, Error, LeaderHint, Result};
-pub use group::{GroupConsumer, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition};
+pub use group::{GroupConsumer, GroupConsumerConfig, GroupEvent, TopicPartition};
 pub use partitioner::{Partitioning, kafka_murmur2, partition_for_key};
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cairn_client::{
-    Client, GroupConsumer, GroupConsumerConfig, GroupEvent, GroupState, NewTopic, ProducerConfig,
-    ProducerRecord, ResetPolicy, TopicPartition,
+    Client, GroupConsumer, GroupConsumerConfig, GroupEvent, GroupState, NewTopic, OffsetReset,
+    ProducerConfig, ProducerRecord, TopicPartition,
 };
 use cairn_tests::{TestBroker, cairn_bin, run_cli};
 use futures::StreamExt;
@@ -66,7 +66,7 @@ impl Member {
     fn new(client: &Client, name: &'static str, group: &str, topic: &str) -> Self {
         let mut consumer = client.group_consumer(
             GroupConsumerConfig::new(group)
-                .offset_reset(ResetPolicy::Earliest)
+                .offset_reset(OffsetReset::Earliest)
                 .auto_commit(Some(Duration::from_millis(300)))
                 .session_timeout(Duration::from_secs(3)),
         );

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cairn_client::{
     Client, ConsumerConfig, ConsumerRecord, GroupConsumer, GroupConsumerConfig, GroupEvent,
-    ResetPolicy, SeekTo, TopicPartition,
+    OffsetReset, SeekTo, TopicPartition,
 };
 use clap::Args;
 use futures::StreamExt;
@@ -253,7 +253,7 @@ async fn run_group(opts: &ClientOpts, group: &str, args: &ConsumeArgs) -> anyhow
 }
 
 /// The reset policy `-o` means with `-g`, refusing flags a group member cannot honour.
-fn group_reset(args: &ConsumeArgs) -> anyhow::Result<ResetPolicy> {
+fn group_reset(args: &ConsumeArgs) -> anyhow::Result<OffsetReset> {
     if !args.partitions.is_empty() {
         bail!("-p cannot be used with -g: the group assigns the partitions");
     }
@@ -261,8 +261,8 @@ fn group_reset(args: &ConsumeArgs) -> anyhow::Result<ResetPolicy> {
         bail!("-e cannot be used with -g: a group member follows its partitions; use -n");
     }
     match parse_start(&args.offset)? {
-        Start::Earliest => Ok(ResetPolicy::Earliest),
-        Start::Latest => Ok(ResetPolicy::Latest),
+        Start::Earliest => Ok(OffsetReset::Earliest),
+        Start::Latest => Ok(OffsetReset::Latest),
         _ => bail!(
             "with -g, -o is start or end (where partitions without a committed offset start); \
              move a group's offsets with `cairn group seek`"
@@ -422,10 +422,10 @@ mod tests {
 
     #[test]
     fn a_group_member_takes_start_or_end_only() {
-        let cases: &[(&[&str], Option<ResetPolicy>)] = &[
-            (&[], Some(ResetPolicy::Earliest)),
-            (&["-o", "start"], Some(ResetPolicy::Earliest)),
-            (&["-o", "end"], Some(ResetPolicy::Latest)),
+        let cases: &[(&[&str], Option<OffsetReset>)] = &[
+            (&[], Some(OffsetReset::Earliest)),
+            (&["-o", "start"], Some(OffsetReset::Earliest)),
+            (&["-o", "end"], Some(OffsetReset::Latest)),
             (&["-o", "5"], None),
             (&["-o", "-5"], None),
             (&["-o", "@1000"], None),
