@@ -399,7 +399,11 @@ async fn oversized_records_fail_before_sending() {
         "{e:?}"
     );
     assert!(e.to_string().contains("1048576"), "{e}");
-    assert_eq!(fake.0.requests.load(Ordering::Relaxed), 0, "nothing was sent");
+    assert_eq!(
+        fake.0.requests.load(Ordering::Relaxed),
+        0,
+        "nothing was sent"
+    );
     // The producer goes on.
     let ok = producer.send(ProducerRecord::new("t", "small").partition(1));
     assert_eq!(ok.await.unwrap().offset, 0);

@@ -345,10 +345,8 @@ fn partition_list(partitions: &[TopicPartition]) -> String {
 
 /// The partitions to read: those asked for (checked to exist), or all.
 async fn partitions(client: &Client, topic: &str, asked: &[u32]) -> anyhow::Result<Vec<u32>> {
-    let count = client
-        .partition_count(topic)
-        .await
-        .with_context(|| format!("topic {topic:?}"))?;
+    // The client's error names the topic already.
+    let count = client.partition_count(topic).await?;
     if asked.is_empty() {
         return Ok((0..count).collect());
     }
