@@ -197,7 +197,8 @@ impl Client {
 
 impl Consumer {
     /// Adds `partitions` of `topic` to the assignment; each starts at
-    /// [`ConsumerConfig::start`] unless sought. Already assigned partitions keep their position.
+    /// [`ConsumerConfig::offset_reset`] unless sought. Already assigned partitions keep their
+    /// position.
     pub fn assign(&mut self, topic: &str, partitions: impl IntoIterator<Item = u32>) {
         for p in partitions {
             self.epochs += 1;

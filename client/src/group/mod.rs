@@ -46,8 +46,10 @@
 //!   stream handed out ([`GroupConsumer::commit`]; auto-commit does the same every
 //!   [`GroupConsumerConfig::auto_commit`] interval, before a revoked partition is released, and
 //!   on [`GroupConsumer::close`]). Auto-commit counts a record as processed once the stream is
-//!   polled again: an application that hands records to other tasks must turn it off and
-//!   commit what those tasks finished. After a crash, a lost partition or a failed commit, the
+//!   polled again: an application that hands records to other tasks sets
+//!   [`GroupConsumerConfig::auto_store`] to false and stores what those tasks finished with
+//!   [`GroupConsumer::store_offsets`] (auto-commit then commits that), or commits it itself
+//!   with [`GroupConsumer::commit_offsets`]. After a crash, a lost partition or a failed commit, the
 //!   next owner starts at the last commit and sees again what was handed out after it.
 //! - **One owner per partition.** The coordinator gives a partition to a member only after its
 //!   previous owner reported releasing it, and the consumer releases a revoked partition only
