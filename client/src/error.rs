@@ -106,7 +106,7 @@ pub enum Error {
     },
     /// The request was malformed or too large (code `INVALID_ARGUMENT`): retrying will not help.
     /// `reason` is the broker's, e.g. `INVALID_TOPIC_NAME`, `BATCH_TOO_LARGE`, `CORRUPT_BATCH`.
-    #[error("{message} ({reason})")]
+    #[error("{message}{}", reason_suffix(reason))]
     InvalidArgument {
         /// The stable reason, e.g. `RECORD_TOO_LARGE`.
         reason: String,
@@ -165,7 +165,7 @@ pub enum Error {
     /// batches, or the partition lost them). The producer handles these itself (see
     /// [`ProducerConfig::idempotence`](crate::ProducerConfig::idempotence)); a record fails
     /// with one only when its batch was refused for good.
-    #[error("{message} ({reason})")]
+    #[error("{message}{}", reason_suffix(reason))]
     OutOfOrderSequence {
         /// `OUT_OF_ORDER_SEQUENCE_NUMBER` or `UNKNOWN_PRODUCER_ID`.
         reason: String,
@@ -415,6 +415,15 @@ impl std::fmt::Display for BrokerStatus {
 impl std::error::Error for BrokerStatus {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         std::error::Error::source(&*self.0)
+    }
+}
+
+/// ` (REASON)` after a message, or nothing without a reason.
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
     }
 }
 

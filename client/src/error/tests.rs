@@ -319,6 +319,7 @@ fn statuses_without_details_map_by_code() {
     assert!(matches!(e, Error::Transport { .. }) && e.is_retriable());
     let e = Error::from_status(Status::invalid_argument("bad"));
     assert!(matches!(e, Error::InvalidArgument { ref reason, .. } if reason.is_empty()));
+    assert_eq!(e.to_string(), "bad");
     assert!(!e.is_retriable());
 }
 

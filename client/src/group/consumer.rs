@@ -192,8 +192,8 @@ impl GroupConsumer {
         self.progress.owned().into_iter().collect()
     }
 
-    /// The offset after the last record handed out from `topic`/`partition` (what a commit
-    /// would store), if owned.
+    /// What a commit of `topic`/`partition` would store, if owned: the offset after the last
+    /// record handed out, or with [`GroupConsumerConfig::auto_store`] off, the offset stored.
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
         self.progress.position(topic, partition)
     }
