@@ -442,7 +442,7 @@ fn cli_members_commit_what_they_print_and_seek_waits_for_an_empty_group() {
     // Deleted, the group is gone.
     ok(&broker, &["group", "delete", "readers"]);
     let e = refused(&broker, &["group", "describe", "readers"]);
-    assert!(e.contains("not found"), "{e}");
+    assert!(e.contains("does not exist"), "{e}");
     let (list, _) = ok(&broker, &["group", "list", "--format", "json"]);
     assert_eq!(list.trim(), "[]");
 }

@@ -181,7 +181,26 @@ fn describe(e: &anyhow::Error) -> String {
             parts.push(text);
         }
     }
+    // A context naming what the error names already says it once only: `deleting topic
+    // "t": unknown topic "t"` becomes `deleting topic: unknown topic "t"`.
+    for i in 0..parts.len() {
+        let (head, rest) = parts.split_at_mut(i + 1);
+        for quoted in quoted_names(&head[i]) {
+            if rest.iter().any(|later| later.contains(&quoted)) {
+                head[i] = head[i].replace(&format!(" {quoted}"), "");
+            }
+        }
+    }
     parts.join(": ")
+}
+
+/// The `"..."` names in `text`, quotes included.
+fn quoted_names(text: &str) -> Vec<String> {
+    text.split('"')
+        .enumerate()
+        .filter(|(i, name)| i % 2 == 1 && !name.is_empty())
+        .map(|(_, name)| format!("\"{name}\""))
+        .collect()
 }
 
 #[cfg(test)]
@@ -194,8 +213,9 @@ mod tests {
         let e = anyhow::Error::new(cairn_client::Error::from_status(status))
             .context("creating topic \"t\"");
         let text = describe(&e);
-        assert!(text.starts_with("creating topic \"t\": "), "{text}");
+        assert!(text.starts_with("creating topic: "), "{text}");
         assert!(text.contains("already exists"), "{text}");
         assert!(!text.contains("code:"), "{text}");
+        assert_eq!(text.matches("\"t\"").count(), 1, "the name once: {text}");
     }
 }
