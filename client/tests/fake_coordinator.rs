@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_client::{
-    Client, GroupConsumer, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition,
+    Client, GroupConsumer, GroupConsumerConfig, GroupEvent, OffsetReset, TopicPartition,
 };
 use cairn_proto::v1::broker_server::{Broker, BrokerServer};
 use cairn_proto::v1::groups_server::{Groups, GroupsServer};
@@ -226,7 +226,7 @@ fn member(client: &Client, config: GroupConsumerConfig) -> GroupConsumer {
             max_wait: Duration::from_millis(20),
             ..config
         }
-        .offset_reset(ResetPolicy::Earliest),
+        .offset_reset(OffsetReset::Earliest),
     );
     consumer.subscribe(["t"]);
     consumer

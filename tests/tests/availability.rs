@@ -632,7 +632,8 @@ async fn measure_leader_failover() {
 
 /// The soak of BENCHMARKS.md (`scripts/soak.sh`; ignored in the suite): three brokers with the
 /// default configuration for `CAIRN_SOAK_SECS` (default 600), idle or, with `CAIRN_SOAK_LOAD=1`,
-/// under a producer writing acks=all to six RF 3 partitions as fast as it can; every broker is
+/// under a producer writing acks=all to six RF 3 partitions as fast as it can (retention keeps
+/// 64 MiB per partition); every broker is
 /// asked every 500 ms, and no election (term or controller change) and no fencing may happen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a 10-minute soak: run by scripts/soak.sh"]
@@ -645,7 +646,27 @@ async fn soak_no_spurious_fencing_or_election() {
         .unwrap_or(600);
     let load = std::env::var("CAIRN_SOAK_LOAD").is_ok_and(|v| v == "1");
     let cluster = TestCluster::start(3, None).unwrap();
-    cluster.create_replicated_topic("soak", 6).await.unwrap();
+    cluster.wait_brokers_alive(&[1, 2, 3]).await.unwrap();
+    // Retention keeps ten minutes of writes as fast as the machine goes within the disk.
+    cluster
+        .client()
+        .await
+        .unwrap()
+        .admin()
+        .create_topic(
+            NewTopic::new("soak", 6)
+                .replication_factor(3)
+                .config(pb::TopicConfig {
+                    retention_bytes: Some(64 << 20),
+                    segment_bytes: Some(8 << 20),
+                    ..pb::TopicConfig::default()
+                }),
+        )
+        .await
+        .unwrap();
+    for p in 0..6 {
+        cluster.wait_full_isr("soak", p).await.unwrap();
+    }
     let controller = cluster.wait_controller(None).await.unwrap();
     let term = cluster
         .describe_cluster(controller)

@@ -23,9 +23,9 @@ use super::committer::{CommitFailure, Committer};
 use super::coordinator::Start;
 use super::heartbeat::{self, Command, Identity, LEAVE_WAIT, SharedIdentity, Update};
 use super::progress::{Progress, diff};
-use super::{Coordinator, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition};
+use super::{Coordinator, GroupConsumerConfig, GroupEvent, TopicPartition};
 use crate::client::Client;
-use crate::consumer::{Consumer, ConsumerConfig, OffsetReset};
+use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 
 /// A member of a consumer group: subscribe, then read its [`GroupEvent`]s as a [`Stream`].
@@ -97,10 +97,8 @@ impl Client {
         let fetcher = self.consumer(ConsumerConfig {
             max_wait: config.max_wait,
             max_bytes: config.max_bytes,
-            auto_offset_reset: match config.offset_reset {
-                ResetPolicy::Earliest => OffsetReset::Earliest,
-                ResetPolicy::Latest => OffsetReset::Latest,
-            },
+            offset_reset: config.offset_reset,
+            partition_eof: config.partition_eof,
             ..ConsumerConfig::default()
         });
         GroupConsumer {
@@ -174,8 +172,8 @@ impl GroupConsumer {
         self.progress.owned().into_iter().collect()
     }
 
-    /// The offset after the last record handed out from `topic`/`partition` (what a commit
-    /// would store), if owned.
+    /// What a commit of `topic`/`partition` would store, if owned: the offset after the last
+    /// record handed out, or with [`GroupConsumerConfig::auto_store`] off, the offset stored.
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
         self.progress.position(topic, partition)
     }
@@ -233,6 +231,67 @@ impl GroupConsumer {
         } else {
             self.start_commit();
         }
+    }
+
+    /// Stores, per partition, the offset after the last record the application finished
+    /// (Kafka's `store_offsets`): what the next commit, by hand or automatic, stores. Meant for
+    /// [`GroupConsumerConfig::auto_store`] off, when records are processed elsewhere. An offset
+    /// behind the partition's stored one is ignored (stored offsets only move forward).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PartitionNotAssigned`] for a partition this member does not own (the others
+    /// are stored).
+    pub fn store_offsets(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> Result<()> {
+        let mut refused = None;
+        for (tp, next) in offsets {
+            if !self.progress.store(&tp, next) {
+                refused.get_or_insert(tp);
+            }
+        }
+        match refused {
+            Some(tp) => Err(Error::PartitionNotAssigned {
+                topic: tp.topic,
+                partition: tp.partition,
+                status: None,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits the given offsets now (rdkafka's `commit(tpl)`): for each partition, the
+    /// offset after the last record the application finished. They are stored first (see
+    /// [`GroupConsumer::store_offsets`]), so a later automatic commit does not move them back.
+    ///
+    /// # Errors
+    ///
+    /// As [`GroupConsumer::store_offsets`] (nothing is committed then), and as
+    /// [`GroupConsumer::commit`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`GroupConsumer::commit`].
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> Result<()> {
+        self.settle().await;
+        if self.failed {
+            return Err(Error::GroupConsumerClosed);
+        }
+        let offsets: Vec<(TopicPartition, i64)> = offsets.into_iter().collect();
+        self.store_offsets(offsets.iter().cloned())?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let committed = Arc::clone(&self.coordinator)
+            .commit(Arc::clone(&self.identity), offsets)
+            .await?;
+        self.progress.committed(&committed);
+        Ok(())
     }
 
     /// Commits (with auto-commit on) and leaves the group, so that its partitions move to
@@ -333,10 +392,20 @@ impl GroupConsumer {
             }
             return match self.fetcher.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(record))) => {
-                    self.progress
-                        .delivered(&record.topic, record.partition, record.offset);
+                    if self.config.auto_store {
+                        self.progress
+                            .delivered(&record.topic, record.partition, record.offset);
+                    }
                     Poll::Ready(Some(Ok(GroupEvent::Record(record))))
                 }
+                Poll::Ready(Some(Err(Error::PartitionEof {
+                    topic,
+                    partition,
+                    offset,
+                }))) => Poll::Ready(Some(Ok(GroupEvent::PartitionEof {
+                    partition: TopicPartition::new(topic, partition),
+                    offset,
+                }))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 // Nothing owned, or nothing fetched yet: the heartbeat task, the fetches and
                 // the auto-commit timer wake this task.

@@ -19,8 +19,9 @@ use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use super::heartbeat::{Identity, SharedIdentity};
-use super::{ResetPolicy, TopicPartition, by_topic};
+use super::{TopicPartition, by_topic};
 use crate::client::{Client, SeekTo, normalize};
+use crate::consumer::OffsetReset;
 use crate::error::{Error, Result};
 
 /// How many times a commit refused with `STALE_MEMBER_EPOCH` is tried again, each after the
@@ -280,7 +281,7 @@ impl Coordinator {
     /// `FetchOffsets` or `ListOffsets` errors after the retries.
     pub async fn starts(
         self: Arc<Self>,
-        reset: ResetPolicy,
+        reset: OffsetReset,
         partitions: BTreeSet<TopicPartition>,
     ) -> Result<Vec<Start>> {
         let request = FetchOffsetsRequest {
@@ -312,8 +313,17 @@ impl Coordinator {
             }
         }
         let at = match reset {
-            ResetPolicy::Earliest => SeekTo::Earliest,
-            ResetPolicy::Latest => SeekTo::Latest,
+            OffsetReset::Earliest => SeekTo::Earliest,
+            OffsetReset::Latest => SeekTo::Latest,
+            OffsetReset::Error => match missing.iter().next() {
+                Some((topic, parts)) => {
+                    return Err(Error::NoOffset {
+                        topic: topic.clone(),
+                        partition: parts[0],
+                    });
+                }
+                None => SeekTo::Latest,
+            },
         };
         for (topic, parts) in missing {
             for o in self.client().list_offsets(&topic, &parts, at).await? {

@@ -462,10 +462,12 @@ fn apply_status(refusal: ApplyError, message: String) -> Status {
             message,
             &[("topic", topic)],
         ),
+        // Admin commands on a topic (delete, add partitions): advising to create it would
+        // be wrong for a delete.
         ApplyError::UnknownTopic(topic) => status(
             Code::NotFound,
             reason::UNKNOWN_TOPIC,
-            format!("{message}; create it first or check the name"),
+            format!("{message}; check the name (topic list shows the topics)"),
             &[("topic", topic)],
         ),
         ApplyError::InvalidTopicName { name, .. } => status(
