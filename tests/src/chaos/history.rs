@@ -278,8 +278,9 @@ pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
     Ok(())
 }
 
-/// Writes the history's files into `dir`: `history.jsonl` (sends, then metadata samples, each
-/// line tagged with `"f"`), `nemesis.jsonl` (faults), `final.json` (final reads and replicas).
+/// Writes the history's files into `dir`: `history.jsonl` (sends and metadata samples in time
+/// order, each line tagged with `"f"`), `nemesis.jsonl` (faults), `final.json` (final reads,
+/// high watermarks, replicas' batches, fence decisions from the logs, the end of the faults).
 ///
 /// # Errors
 ///
@@ -306,6 +307,8 @@ pub fn write_history(dir: &Path, history: &History) -> Result<()> {
         final_hw: &'a BTreeMap<u32, i64>,
         final_reads: &'a BTreeMap<u32, Vec<(i64, u64)>>,
         replicas: &'a BTreeMap<u32, BTreeMap<u32, Vec<BatchSummary>>>,
+        fence_log: &'a [FenceLogged],
+        end_ns: Nanos,
     }
     let file = std::fs::File::create(dir.join("final.json"))?;
     serde_json::to_writer(
@@ -314,6 +317,8 @@ pub fn write_history(dir: &Path, history: &History) -> Result<()> {
             final_hw: &history.final_hw,
             final_reads: &history.final_reads,
             replicas: &history.replicas,
+            fence_log: &history.fence_log,
+            end_ns: history.end_ns,
         },
     )?;
     Ok(())
