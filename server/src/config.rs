@@ -151,21 +151,27 @@ pub struct ClusterConfig {
     /// not vote) through the voters. Empty (the default): this broker is the only voter, a
     /// one-broker cluster.
     pub voters: Vec<String>,
-    /// How often a broker renews its lease with the controller, in ms. Default 2 000 (Kafka's
-    /// `broker.heartbeat.interval.ms`).
+    /// How often a broker renews its lease with the controller, in ms; each call also gives up
+    /// after this long, so a broker whose controller stopped answering moves on to the new one
+    /// within one interval. Default 500 (Kafka's `broker.heartbeat.interval.ms` is 2 000;
+    /// Cairn's is shorter so that a dead leader is replaced within about 4 s).
     pub broker_heartbeat_interval_ms: u64,
     /// How long a lease lasts without a heartbeat before the controller fences the broker and
-    /// moves its leaderships, in ms. Default 9 000 (Kafka's `broker.session.timeout.ms`).
+    /// moves its leaderships, in ms of the controller's own running time (a paused controller
+    /// does not count its pause). At least three heartbeat intervals. Default 3 000 (Kafka's
+    /// `broker.session.timeout.ms` is 9 000).
     pub broker_session_timeout_ms: u64,
-    /// How often the Raft leader sends heartbeats to the other voters, in ms. Default 250.
+    /// How often the Raft leader sends heartbeats to the other voters, in ms. Default 100.
     pub raft_heartbeat_interval_ms: u64,
-    /// Election timeout bounds, in ms. openraft lets a voter that heard from a leader start an
-    /// election only after the leader's lease (the upper bound) plus a random time between the
-    /// bounds: with the defaults, 3 to 4 s of silence, so a failover takes about 4 s while a
-    /// busy 2-core machine would need a 3 s stall to cause a spurious election. Defaults 1 000
-    /// and 2 000 (Kafka's `controller.quorum.election.timeout.ms` is 1 000).
+    /// Election timeout bounds, in ms. A voter that has not heard from a leader for a random
+    /// time between the upper bound and twice it minus the lower (1.0–1.5 s with the defaults)
+    /// first asks the other voters whether they would vote for it (pre-vote): only if a
+    /// majority has not heard from a leader for the upper bound either, and its log is as
+    /// recent as theirs, does it start a real election. So a cut-off voter never raises the term
+    /// and deposes a healthy controller on its return. Defaults 500 and 1 000 (Kafka's
+    /// `controller.quorum.election.timeout.ms` is 1 000).
     pub raft_election_timeout_min_ms: u64,
-    /// Upper bound of the election timeout, in ms. Default 2 000.
+    /// Upper bound of the election timeout, in ms. Default 1 000.
     pub raft_election_timeout_max_ms: u64,
     /// How often the controller moves partition leadership back to preferred replicas that are
     /// alive and in sync, in ms. Default 30 000 (Kafka's
@@ -177,11 +183,11 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             voters: Vec::new(),
-            broker_heartbeat_interval_ms: 2_000,
-            broker_session_timeout_ms: 9_000,
-            raft_heartbeat_interval_ms: 250,
-            raft_election_timeout_min_ms: 1_000,
-            raft_election_timeout_max_ms: 2_000,
+            broker_heartbeat_interval_ms: 500,
+            broker_session_timeout_ms: 3_000,
+            raft_heartbeat_interval_ms: 100,
+            raft_election_timeout_min_ms: 500,
+            raft_election_timeout_max_ms: 1_000,
             leader_balance_interval_ms: 30_000,
         }
     }
@@ -248,6 +254,12 @@ impl ClusterConfig {
         Ok(voters)
     }
 
+    /// How long one registration or heartbeat call to the controller may take: one heartbeat
+    /// interval (at least 100 ms), well under the session by [`ClusterConfig::validate`]'s rule.
+    pub fn lease_call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.broker_heartbeat_interval_ms.max(100))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.parsed_voters()?;
         let positive = [
@@ -272,10 +284,14 @@ impl ClusterConfig {
                 )));
             }
         }
-        if self.broker_session_timeout_ms < 2 * self.broker_heartbeat_interval_ms {
+        // A heartbeat call gives up after one interval and the next starts right away, so a
+        // broker whose controller changed makes at least two attempts at the new one in any
+        // session: the new controller's grace always has room for them.
+        if self.broker_session_timeout_ms < 3 * self.broker_heartbeat_interval_ms {
             return Err(ConfigError::Invalid(format!(
-                "cluster.broker_session_timeout_ms ({}) must be at least twice \
-                 cluster.broker_heartbeat_interval_ms ({})",
+                "cluster.broker_session_timeout_ms ({}) must be at least three times \
+                 cluster.broker_heartbeat_interval_ms ({}): each heartbeat call may take one \
+                 interval before the broker tries another controller",
                 self.broker_session_timeout_ms, self.broker_heartbeat_interval_ms
             )));
         }

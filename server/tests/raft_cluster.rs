@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use cairn_proto::v1::{self as pb, raft_client::RaftClient};
+use cairn_server::config::ClusterConfig;
+use cairn_server::metadata::election::Election;
 use cairn_server::metadata::{
     ApplyOutcome, BrokerId, LogStore, MetadataCommand, RaftNetworkClient, SnapshotBuilder,
     StateMachine, TypeConfig,
@@ -120,7 +122,13 @@ impl TestNode {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(RaftService::new(raft.clone()).into_server())
+                .add_service(
+                    RaftService::new(
+                        raft.clone(),
+                        Arc::new(Election::new(id, &ClusterConfig::default())),
+                    )
+                    .into_server(),
+                )
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),

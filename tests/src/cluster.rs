@@ -42,6 +42,13 @@ pub const CLUSTER_WAIT: Duration = Duration::from_secs(60);
 /// (a paused broker never answers).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The controller a `DescribeCluster` answer names; `None` while the broker knows none (it
+/// answers `controller_id: 0` during an election, or before it registered): every wait that
+/// asks the controller treats that as "not yet".
+pub fn controller_of(answer: &DescribeClusterResponse) -> Option<u32> {
+    (answer.controller_id != 0).then_some(answer.controller_id)
+}
+
 /// N brokers forming one cluster. Methods take broker ids (1..=N), not indexes.
 pub struct TestCluster {
     /// Broker `id` is `brokers[id - 1]`. Declared first so the processes die before the config
@@ -381,7 +388,7 @@ impl TestCluster {
                 return None;
             }
             let (_, first) = answers.first()?;
-            let controller = first.controller_id;
+            let controller = controller_of(first)?;
             answers
                 .into_iter()
                 .find(|(id, _)| *id == controller)

@@ -209,6 +209,18 @@ impl TestBroker {
         }
     }
 
+    /// Kills the broker if it runs and starts it again on the same data directory and port,
+    /// without waiting for it to announce its address (it announces only once registered, which
+    /// a broker started without a live quorum never is).
+    ///
+    /// # Errors
+    ///
+    /// If the process cannot be spawned.
+    pub fn restart_unannounced(&mut self) -> Result<()> {
+        self.kill();
+        self.relaunch()
+    }
+
     /// Spawns the process again on the same data directory, port and arguments.
     pub(crate) fn relaunch(&mut self) -> Result<()> {
         let command = serve_command(&self.data_dir, self.addr, &self.extra_args, &self.options)?;

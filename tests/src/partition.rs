@@ -64,13 +64,17 @@ impl TestCluster {
     }
 
     /// `topic`/`partition` as broker `via` describes it; `None` if it does not answer (within
-    /// 5 s) or does not know the partition.
+    /// 5 s), does not know the partition, or `via` is 0 (a `controller_id` of 0 means "no
+    /// controller known yet", so a wait that asks the controller just waits on).
     pub async fn partition_state(
         &self,
         via: u32,
         topic: &str,
         partition: u32,
     ) -> Option<PartitionState> {
+        if via == 0 {
+            return None;
+        }
         let mut admin = self.admin(via);
         let call = admin.describe_topic(DescribeTopicRequest { name: topic.into() });
         let topic = tokio::time::timeout(Duration::from_secs(5), call)
@@ -120,11 +124,11 @@ impl TestCluster {
     pub async fn wait_full_isr(&self, topic: &str, partition: u32) -> Result<u32> {
         let all: Vec<u32> = self.ids().collect();
         wait_for("every replica in sync", PARTITION_WAIT, || async {
-            let controller = self
+            let answer = self
                 .describe_cluster(*self.answering().first()?)
                 .await
-                .ok()?
-                .controller_id;
+                .ok()?;
+            let controller = crate::cluster::controller_of(&answer)?;
             let mut s = self.partition_state(controller, topic, partition).await?;
             s.isr.sort_unstable();
             (s.isr == all && s.leader != 0).then_some(s.leader)

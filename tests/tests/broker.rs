@@ -385,3 +385,51 @@ async fn a_data_dir_from_before_cluster_metadata_is_migrated() {
     .await
     .unwrap();
 }
+
+/// Point 5 of the availability issue: callers that give up on requests to a broker that is not
+/// answering (a paused broker, a healed partition) reset their streams, and those resets all
+/// arrive together when it answers again. h2's default allows 20 such "pending-accept" resets
+/// per connection and then tears the connection down (GOAWAY, ENHANCE_YOUR_CALM), failing
+/// every other call on it. The broker must take a burst like that and keep the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_abandoned_calls_does_not_tear_down_the_connection() {
+    let mut b = TestBroker::start().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(b.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
+    admin
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await
+        .unwrap();
+
+    b.pause().unwrap();
+    let abandoned = (0..100).map(|_| {
+        let mut admin = pb::admin_client::AdminClient::new(channel.clone());
+        async move {
+            let call = admin.describe_cluster(pb::DescribeClusterRequest {});
+            // Gives up while the broker is stopped: the stream is reset.
+            let _ = tokio::time::timeout(Duration::from_millis(50), call).await;
+        }
+    });
+    futures::future::join_all(abandoned).await;
+    let mut patient = pb::admin_client::AdminClient::new(channel.clone());
+    let waiting = tokio::spawn(async move {
+        patient
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+    });
+    // Let the patient call's frames reach the socket behind the resets.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.resume().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the patient call is answered")
+        .unwrap();
+    assert!(
+        answer.is_ok(),
+        "the connection was torn down by the burst of resets: {answer:?}"
+    );
+}

@@ -8,12 +8,13 @@
 //! assignment, and moves leadership back to preferred replicas. Each of those is a command
 //! written through Raft; `ClusterState::apply` does the rest on every broker alike.
 //!
-//! Leases live only in the leader's memory, as in KRaft: a newly elected controller gives every
-//! broker a full session from the moment it took over, so a controller failover never fences a
-//! live broker. Any other broker answers [`ControllerError::NotController`] with the leader it
+//! Leases live only in the leader's memory, as in KRaft, and are judged on evidence only
+//! ([`Leases`]): a broker is fenced when this controller, while running and acting as
+//! controller, went a whole session without hearing from it. A newly elected controller gives
+//! every broker a full session from the moment it took over, a paused or cut-off controller does
+//! not count the time it could not hear, and the controller never fences itself. Any other broker answers [`ControllerError::NotController`] with the leader it
 //! knows, and the caller retries there.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,9 +22,13 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::leases::Leases;
 use super::{
     ApplyError, AssignError, BrokerId, MetadataCommand, MetadataResponse, Quorum, assign_replicas,
 };
+
+/// How often the controller's duties run: lease checks, naming the cluster, balancing.
+const TICK: Duration = Duration::from_millis(200);
 use crate::config::ClusterConfig;
 use crate::peers::PeerChannels;
 use crate::topic::{TopicConfig, TopicName};
@@ -108,15 +113,6 @@ pub struct LegacyTopic {
     pub config: TopicConfig,
 }
 
-/// Leases, valid for one controller term.
-#[derive(Debug, Default)]
-struct Leases {
-    /// The Raft term these deadlines were granted in; a new term starts them afresh.
-    term: u64,
-    deadlines: HashMap<BrokerId, Instant>,
-    last_balance: Option<Instant>,
-}
-
 /// The controller's logic on one broker (active only while it leads the metadata Raft).
 #[derive(Debug)]
 pub struct Controller {
@@ -126,7 +122,10 @@ pub struct Controller {
     max_partitions: u32,
     /// The id the first controller gives the cluster (a migrated directory's, or a new one).
     initial_cluster_id: String,
+    /// Lease deadlines on the active clock (see [`Leases`]).
     leases: Mutex<Leases>,
+    /// When leadership was last balanced (or this broker last became controller).
+    last_balance: Mutex<Option<(u64, Instant)>>,
     /// Channels to the controller when it is another broker (admin forwarding, ISR changes,
     /// producer-id blocks).
     channels: PeerChannels,
@@ -146,7 +145,11 @@ impl Controller {
             balance_every: Duration::from_millis(cluster.leader_balance_interval_ms),
             max_partitions,
             initial_cluster_id,
-            leases: Mutex::default(),
+            leases: Mutex::new(Leases::new(
+                Duration::from_millis(cluster.broker_session_timeout_ms),
+                TICK * 2,
+            )),
+            last_balance: Mutex::new(None),
             channels: PeerChannels::new(|e| {
                 e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true)
             }),
@@ -221,8 +224,7 @@ impl Controller {
 
     /// Grants `id` a full session from now.
     fn renew(&self, id: BrokerId) {
-        let deadline = Instant::now() + self.session;
-        self.leases().deadlines.insert(id, deadline);
+        self.leases().renew(id);
     }
 
     /// Registers a broker (fenced, with a new epoch) and, if it is not in the Raft group, adds
@@ -549,7 +551,7 @@ impl Controller {
     /// Runs the controller's periodic duties while this broker leads: names the cluster, fences
     /// brokers whose lease expired and rebalances leadership. Returns when `shutdown` fires.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -557,6 +559,7 @@ impl Controller {
                 _ = tick.tick() => {}
             }
             if !self.quorum.is_controller() {
+                self.leases().idle(std::time::Instant::now());
                 continue;
             }
             if let Err(e) = self.duties().await {
@@ -586,40 +589,54 @@ impl Controller {
     async fn duties(&self) -> Result<(), ControllerError> {
         self.name_cluster().await?;
         let view = self.quorum.view();
-        let now = Instant::now();
-        let (expired, balance) = {
-            let term = self.quorum.term();
-            let mut leases = self.leases();
-            if leases.term != term {
-                tracing::info!(term, "became controller: every broker gets a fresh lease");
-                leases.term = term;
-                leases.deadlines.clear();
-                leases.last_balance = Some(now);
-            }
-            let grace = now + self.session;
-            let mut expired = Vec::new();
-            for (&id, broker) in view.state.brokers() {
-                let deadline = *leases.deadlines.entry(id).or_insert(grace);
-                if !broker.fenced && deadline <= now {
-                    expired.push(id);
-                }
-            }
-            let balance = leases
-                .last_balance
-                .is_none_or(|t| now.duration_since(t) >= self.balance_every);
-            if balance {
-                leases.last_balance = Some(now);
-            }
-            (expired, balance)
+        let term = self.quorum.term();
+        let tick = {
+            let live = view
+                .state
+                .brokers()
+                .iter()
+                .filter(|(_, b)| !b.fenced)
+                .map(|(&id, _)| id);
+            self.leases()
+                .tick(std::time::Instant::now(), term, self.quorum.id(), live)
         };
-        for id in expired {
-            tracing::warn!(broker = id, "broker lease expired: fencing it");
+        if tick.new_term {
+            tracing::info!(term, "became controller: every broker gets a full session");
+        }
+        for id in tick.expired {
+            tracing::warn!(
+                broker = id,
+                session_ms = u64::try_from(self.session.as_millis()).unwrap_or(u64::MAX),
+                "no heartbeat from the broker for a whole session of this controller's running \
+                 time: fencing it"
+            );
             self.write(MetadataCommand::FenceBroker { id }).await?;
         }
-        if balance {
+        if self.balance_due(term) {
             self.balance_leaders().await?;
         }
         Ok(())
+    }
+
+    /// Whether leadership balancing is due: every `balance_every`, counting from when this
+    /// broker became controller in `term` (a new controller first waits a full interval).
+    fn balance_due(&self, term: u64) -> bool {
+        let now = Instant::now();
+        let mut last = self
+            .last_balance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *last {
+            Some((t, at)) if t == term && now.duration_since(at) < self.balance_every => false,
+            Some((t, _)) if t == term => {
+                *last = Some((term, now));
+                true
+            }
+            _ => {
+                *last = Some((term, now));
+                false
+            }
+        }
     }
 
     /// Moves leadership back to each partition's preferred replica (its first) where that

@@ -20,8 +20,9 @@ use super::Quorum;
 use crate::config::ClusterConfig;
 use crate::peers::PeerChannels;
 
-/// How long one registration or heartbeat call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long connecting to a controller may take (each call is also bounded by the lease call
+/// timeout, one heartbeat interval).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause after a failed attempt before the next (the next voter, or the hinted controller).
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long a registered broker waits to apply its own registration before trying again.
@@ -50,13 +51,18 @@ pub async fn run(
     registered: watch::Sender<Option<Registered>>,
     leave: CancellationToken,
 ) {
+    // Well under the session: a call to a controller that stopped answering (paused, cut off,
+    // replaced) must give up in time to find the new one within the new controller's grace.
+    let call_timeout = cluster.lease_call_timeout();
     let mut lease = Lease {
         quorum,
         addr,
         interval: Duration::from_millis(cluster.broker_heartbeat_interval_ms),
-        channels: PeerChannels::new(|e| e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT)),
+        channels: PeerChannels::new(|e| e.connect_timeout(CONNECT_TIMEOUT)),
+        call_timeout,
         next_voter: 0,
         hint: None,
+        last_failed: None,
     };
     let mut epoch: Option<u64> = None;
     loop {
@@ -65,6 +71,7 @@ pub async fn run(
                 Ok(r) => {
                     tracing::info!(epoch = r.epoch, "registered with the controller");
                     epoch = Some(r.epoch);
+                    lease.quorum.set_registered();
                     registered.send_replace(Some(r));
                     // Heartbeat at once: the first one unfences the broker.
                     Duration::ZERO
@@ -111,6 +118,11 @@ pub async fn run(
     }
 }
 
+/// A call that outlived the lease call timeout.
+fn timed_out() -> tonic::Status {
+    tonic::Status::deadline_exceeded("the controller did not answer within the lease call timeout")
+}
+
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error("no controller known")]
@@ -128,19 +140,27 @@ struct Lease {
     addr: String,
     interval: Duration,
     channels: PeerChannels,
+    /// How long one call may take ([`ClusterConfig::lease_call_timeout`]).
+    call_timeout: Duration,
     /// Which configured voter to ask next when no controller is known.
     next_voter: usize,
     /// A controller address learnt from a `NOT_CONTROLLER` answer.
     hint: Option<String>,
+    /// The address the last call failed at (refused, timed out or `NOT_CONTROLLER`): the next
+    /// call goes elsewhere unless Raft names another controller or there is nowhere else.
+    last_failed: Option<String>,
 }
 
 impl Lease {
-    /// Where to send the next call: the controller this broker knows, a hint, or the next voter.
+    /// Where to send the next call: the controller this broker's Raft view names, unless the
+    /// last call there failed; then a `NOT_CONTROLLER` hint, else the next configured voter.
     fn target(&mut self) -> Option<String> {
-        if let Some(addr) = self
+        let named = self
             .quorum
             .controller()
-            .and_then(|c| self.quorum.broker_addr(c))
+            .and_then(|c| self.quorum.broker_addr(c));
+        if let Some(addr) = named
+            && self.last_failed.as_ref() != Some(&addr)
         {
             return Some(addr);
         }
@@ -148,9 +168,21 @@ impl Lease {
             return Some(hint);
         }
         let voters = self.quorum.configured_voters();
-        let v = voters.get(self.next_voter % voters.len().max(1))?;
-        self.next_voter = self.next_voter.wrapping_add(1);
-        Some(v.addr.clone())
+        for _ in 0..voters.len() {
+            let v = &voters[self.next_voter % voters.len()];
+            self.next_voter = self.next_voter.wrapping_add(1);
+            if self.last_failed.as_ref() != Some(&v.addr) || voters.len() == 1 {
+                return Some(v.addr.clone());
+            }
+        }
+        self.last_failed.clone()
+    }
+
+    /// Remembers where a call failed, so the next one tries elsewhere.
+    fn call_failed(&mut self, addr: String, status: &tonic::Status) -> Failure {
+        let failure = self.failed(status);
+        self.last_failed = Some(addr);
+        failure
     }
 
     fn client(&mut self, addr: &str) -> Result<ControllerClient<Channel>, Failure> {
@@ -186,9 +218,13 @@ impl Lease {
             broker_id: self.quorum.id(),
             address: self.addr.clone(),
         };
-        let reply = match client.register_broker(request).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => return Err(self.failed(&status)),
+        let call = tokio::time::timeout(self.call_timeout, client.register_broker(request));
+        let reply = match call.await.unwrap_or_else(|_| Err(timed_out())) {
+            Ok(r) => {
+                self.last_failed = None;
+                r.into_inner()
+            }
+            Err(status) => return Err(self.call_failed(target, &status)),
         };
         // A learner is added to the Raft group just after registering, so it may take a moment
         // to receive the log up to its registration.
@@ -222,9 +258,13 @@ impl Lease {
             broker_epoch: epoch,
             want_shutdown,
         };
-        match client.broker_heartbeat(request).await {
-            Ok(_) => Ok(()),
-            Err(status) => Err(self.failed(&status)),
+        let call = tokio::time::timeout(self.call_timeout, client.broker_heartbeat(request));
+        match call.await.unwrap_or_else(|_| Err(timed_out())) {
+            Ok(_) => {
+                self.last_failed = None;
+                Ok(())
+            }
+            Err(status) => Err(self.call_failed(target, &status)),
         }
     }
 }

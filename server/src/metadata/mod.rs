@@ -23,8 +23,10 @@
 
 mod assign;
 pub mod controller;
+pub mod election;
 mod fs;
 pub mod lease;
+mod leases;
 mod log_store;
 pub mod network;
 mod quorum;

@@ -275,3 +275,85 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         .await
     }
 }
+
+/// The pre-vote transport: asks other voters over `cairn.v1.Raft/PreVote`, on the same
+/// channels openraft's calls use.
+#[derive(Clone)]
+pub struct PreVoteClient {
+    /// Shared with [`RaftNetworkClient`].
+    channels: PeerChannels,
+    /// Where the voters are: the effective membership's node addresses.
+    raft: openraft::Raft<TypeConfig>,
+}
+
+impl PreVoteClient {
+    /// Pre-votes over `network`'s channels to the voters `raft`'s membership names.
+    pub fn new(network: &RaftNetworkClient, raft: openraft::Raft<TypeConfig>) -> Self {
+        Self {
+            channels: network.channels.clone(),
+            raft,
+        }
+    }
+
+    /// Asks one voter; any failure (unreachable, slow, undecodable) counts as a refusal.
+    async fn ask_one(
+        &self,
+        voter: NodeId,
+        req: &super::election::PreVoteRequest,
+    ) -> Result<super::election::PreVoteResponse, String> {
+        let addr = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&voter)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| format!("voter {voter} has no address"))?;
+        let channel = self.channels.get(&addr).map_err(|e| e.to_string())?;
+        let payload = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        let reply = RaftClient::new(channel)
+            .pre_vote(pb::PreVoteRequest {
+                payload: payload.into(),
+            })
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        serde_json::from_slice(&reply.into_inner().payload).map_err(|e| e.to_string())
+    }
+}
+
+impl super::election::PreVoter for PreVoteClient {
+    async fn ask(
+        &self,
+        voters: &[u64],
+        needed: usize,
+        req: &super::election::PreVoteRequest,
+        timeout: Duration,
+    ) -> usize {
+        use futures::StreamExt;
+        let mut asks: futures::stream::FuturesUnordered<_> = voters
+            .iter()
+            .map(|&v| async move {
+                match tokio::time::timeout(timeout, self.ask_one(v, req)).await {
+                    Ok(Ok(answer)) if answer.granted => true,
+                    Ok(Ok(answer)) => {
+                        tracing::debug!(voter = v, reason = %answer.reason, "pre-vote refused");
+                        false
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(voter = v, error = %e, "pre-vote failed");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            })
+            .collect();
+        let mut granted = 0;
+        while granted < needed
+            && let Some(yes) = asks.next().await
+        {
+            granted += usize::from(yes);
+        }
+        granted
+    }
+}

@@ -13,8 +13,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use openraft::{BasicNode, Config, Raft, ServerState};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::election::Election;
+use super::network::PreVoteClient;
 
 use super::{
     BrokerId, LogStore, MetadataView, RaftNetworkClient, StateMachine, StoreError, TypeConfig,
@@ -56,6 +62,13 @@ pub struct Quorum {
     raft: Raft<TypeConfig>,
     view: watch::Receiver<MetadataView>,
     voters: Vec<Voter>,
+    /// Pre-vote elections and the leader's quorum acknowledgements (check-quorum).
+    election: Arc<Election>,
+    /// Stops the election tasks.
+    tasks: CancellationToken,
+    /// Whether this run of the broker registered and applied the metadata up to its
+    /// registration: before that it names no controller to clients (its view may be stale).
+    registered: AtomicBool,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -103,26 +116,41 @@ impl Quorum {
             // Metadata entries are small and few; snapshot every thousand.
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1_000),
             max_in_snapshot_log_to_keep: 500,
+            // Elections start from `Election::run`, after a pre-vote.
+            enable_elect: false,
             ..Config::default()
         }
         .validate()
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let network = RaftNetworkClient::new(u64::from(id));
         let raft = Raft::new(
             u64::from(id),
             Arc::new(config),
-            RaftNetworkClient::new(u64::from(id)),
+            network.clone(),
             log_store,
             sm,
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let election = Arc::new(Election::new(u64::from(id), cluster));
+        let tasks = CancellationToken::new();
+        tokio::spawn(Arc::clone(&election).watch_quorum(raft.clone(), tasks.clone()));
+        tokio::spawn(Arc::clone(&election).run(
+            raft.clone(),
+            PreVoteClient::new(&network, raft.clone()),
+            tasks.clone(),
+        ));
         let quorum = Self {
             id,
             raft,
             view,
             voters,
+            election,
+            tasks,
+            registered: AtomicBool::new(false),
         };
         if let Err(e) = quorum.join().await {
+            quorum.tasks.cancel();
             let _ = quorum.raft.shutdown().await;
             return Err(e);
         }
@@ -197,11 +225,43 @@ impl Quorum {
             .and_then(|l| u32::try_from(l).ok())
     }
 
-    /// Whether this broker is the controller right now.
+    /// The controller to name to clients: none until this run of the broker registered and
+    /// caught up with the metadata up to its registration (a restarting broker's replayed view
+    /// may name a controller long gone).
+    pub fn known_controller(&self) -> Option<BrokerId> {
+        if !self.registered.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.raft.metrics().borrow().current_leader == Some(u64::from(self.id)) {
+            return self.is_controller().then_some(self.id);
+        }
+        self.controller()
+    }
+
+    /// Records that this run registered and applied the metadata up to its registration.
+    pub fn set_registered(&self) {
+        self.registered.store(true, Ordering::Release);
+    }
+
+    /// The election state (for the `PreVote` handler).
+    pub fn election(&self) -> &Arc<Election> {
+        &self.election
+    }
+
+    /// Whether this broker is the controller right now: it leads the metadata Raft *and* a
+    /// quorum acknowledged it within the leader lease (check-quorum), so a controller cut off
+    /// from the other voters, or one restored as leader after a restart but not yet heard by
+    /// them, stops acting as controller within one lease.
     pub fn is_controller(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(u64::from(self.id))
+        let single = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader || m.current_leader != Some(u64::from(self.id)) {
+                return false;
+            }
+            m.membership_config.membership().voter_ids().count() == 1
+        };
+        single || self.election.has_quorum(std::time::Instant::now())
     }
 
     /// The current Raft term.
@@ -294,6 +354,7 @@ impl Quorum {
 
     /// Stops Raft.
     pub async fn shutdown(&self) {
+        self.tasks.cancel();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata Raft did not shut down cleanly");
         }

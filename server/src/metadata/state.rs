@@ -499,6 +499,12 @@ impl ClusterState {
         isr: &[BrokerId],
         leader_epoch: i32,
     ) -> Result<MetadataResponse, ApplyError> {
+        let fenced: BTreeSet<BrokerId> = self
+            .brokers
+            .iter()
+            .filter(|(_, b)| b.fenced)
+            .map(|(&id, _)| id)
+            .collect();
         let p = self.partition_mut(topic, partition)?;
         if leader_epoch != p.leader_epoch {
             return Err(ApplyError::StaleLeaderEpoch {
@@ -526,6 +532,11 @@ impl ClusterState {
             }
             if !seen.insert(b) {
                 return Err(ApplyError::DuplicateIsrMember(b));
+            }
+            // KIP-841: a fenced broker (dead, or in controlled shutdown) may stay in an ISR
+            // but never joins one: it could not take over if elected.
+            if fenced.contains(&b) && !p.isr.contains(&b) {
+                return Err(ApplyError::IneligibleReplica(b));
             }
         }
         p.isr = isr.to_vec();

@@ -270,13 +270,22 @@ impl Node {
         }
     }
 
-    /// Reconciles on every metadata change until `shutdown`. Strays are removed once, after
-    /// this broker registered and no pre-cluster topic file awaits migration.
+    /// Reconciles on every metadata change until `shutdown`, starting only once this run of the
+    /// broker registered and applied the metadata up to its registration: the view replayed
+    /// from disk at start may name this broker leader of partitions long since moved, and a
+    /// broker acting on it could acknowledge writes the cluster later truncates (KRaft brokers
+    /// likewise wait until they caught up with the metadata log). Strays are removed once, after
+    /// registration, when no pre-cluster topic file awaits migration.
     pub async fn run_reconcile(
         self: Arc<Self>,
         mut registered: watch::Receiver<Option<Registered>>,
         shutdown: CancellationToken,
     ) {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = registered.wait_for(Option::is_some) => if r.is_err() { return },
+        }
+        tracing::info!("registered and caught up with the metadata: following it");
         let mut metadata = self.metadata.clone();
         let mut strays_done = false;
         loop {

@@ -258,7 +258,7 @@ impl Admin for AdminService {
         let (voters, learners) = quorum.members();
         Ok(Response::new(pb::DescribeClusterResponse {
             cluster_id: view.state.cluster_id().to_owned(),
-            controller_id: quorum.controller().unwrap_or(0),
+            controller_id: quorum.known_controller().unwrap_or(0),
             brokers: brokers(&view.state),
             raft_term: quorum.term(),
             voters,

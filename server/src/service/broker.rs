@@ -499,7 +499,7 @@ impl Broker for BrokerService {
         Ok(Response::new(pb::MetadataResponse {
             brokers: convert::brokers(&view.state),
             topics,
-            controller_id: self.quorum.controller().unwrap_or(0),
+            controller_id: self.quorum.known_controller().unwrap_or(0),
         }))
     }
 }

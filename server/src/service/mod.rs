@@ -184,13 +184,23 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
+        // Peers and clients that gave up on calls while this broker did not answer (paused,
+        // cut off) reset those streams, and the resets arrive together when it answers again;
+        // h2's default of 20 would then tear the whole connection down. Bounded by the
+        // streams a connection may open, so a flood of resets still cannot grow without limit.
+        .http2_max_pending_accept_reset_streams(Some(
+            limits.max_concurrent_streams_per_connection as usize,
+        ))
         .add_service(health_service)
         .add_service(reflection_builder().build_v1()?)
         .add_service(reflection_builder().build_v1alpha()?)
         .add_service(broker)
         .add_service(admin)
         .add_service(groups)
-        .add_service(raft::RaftService::new(quorum.raft().clone()).into_server())
+        .add_service(
+            raft::RaftService::new(quorum.raft().clone(), Arc::clone(quorum.election()))
+                .into_server(),
+        )
         .add_service(controller::ControllerService::new(Arc::clone(&controller)).into_server())
         .add_service(replication::ReplicationService::new(Arc::clone(&node), isr).into_server())
         .serve_with_incoming_shutdown(incoming, drain);

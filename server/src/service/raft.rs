@@ -7,6 +7,8 @@
 //! store, the state machine or the client half (`metadata::network`), and it is not yet part of
 //! [`serve`](super::serve).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use cairn_proto::v1::{self as pb, raft_server::RaftServer};
 use openraft::Raft;
@@ -16,6 +18,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::error::{invalid_argument, status};
 use crate::metadata::TypeConfig;
+use crate::metadata::election::{Election, PreVoteRequest};
 use crate::metadata::network::MAX_MESSAGE_BYTES;
 
 /// Reason of the (never expected) status for an answer that could not be encoded.
@@ -26,12 +29,15 @@ const ENCODING_FAILED: &str = "RAFT_ENCODING_FAILED";
 pub struct RaftService {
     /// The node's Raft; every call is handed to it.
     raft: Raft<TypeConfig>,
+    /// This voter's election state: told when a leader's message is accepted, and answers
+    /// pre-votes.
+    election: Arc<Election>,
 }
 
 impl RaftService {
-    /// The service for `raft`.
-    pub fn new(raft: Raft<TypeConfig>) -> Self {
-        Self { raft }
+    /// The service for `raft`, with its `election` state.
+    pub fn new(raft: Raft<TypeConfig>, election: Arc<Election>) -> Self {
+        Self { raft, election }
     }
 
     /// The service ready to add to a tonic server, with message limits matching the client's.
@@ -73,6 +79,15 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         let rpc = decode(&request.into_inner().payload)?;
         let answer = self.raft.append_entries(rpc).await;
+        if matches!(
+            answer,
+            Ok(openraft::raft::AppendEntriesResponse::Success
+                | openraft::raft::AppendEntriesResponse::PartialSuccess(_)
+                | openraft::raft::AppendEntriesResponse::Conflict)
+        ) {
+            // A leader this node accepts is alive: no pre-vote from here for a lease.
+            self.election.heard_from_leader();
+        }
         Ok(Response::new(pb::AppendEntriesResponse {
             payload: encode(&answer)?,
         }))
@@ -95,7 +110,21 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
         let rpc = decode(&request.into_inner().payload)?;
         let answer = self.raft.install_snapshot(rpc).await;
+        if answer.is_ok() {
+            self.election.heard_from_leader();
+        }
         Ok(Response::new(pb::InstallSnapshotResponse {
+            payload: encode(&answer)?,
+        }))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::PreVoteRequest>,
+    ) -> Result<Response<pb::PreVoteResponse>, Status> {
+        let req: PreVoteRequest = decode(&request.into_inner().payload)?;
+        let answer = self.election.answer(&self.raft, &req);
+        Ok(Response::new(pb::PreVoteResponse {
             payload: encode(&answer)?,
         }))
     }

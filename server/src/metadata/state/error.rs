@@ -82,6 +82,9 @@ pub enum ApplyError {
         broker: BrokerId,
         replicas: Vec<BrokerId>,
     },
+    /// A fenced broker (dead, or shutting down) cannot join an ISR.
+    #[error("broker {0} is fenced and cannot join the ISR until it heartbeats again")]
+    IneligibleReplica(BrokerId),
     /// Each broker appears once in an ISR.
     #[error("broker {0} appears twice in the ISR")]
     DuplicateIsrMember(BrokerId),

@@ -267,14 +267,35 @@ fn elect_refuses_a_fenced_in_sync_broker() {
     let mut s = base();
     // Broker 4 in sync on a new topic, then fenced.
     s.apply(&C::UnfenceBroker { id: 4 }).expect("unfence");
-    s.apply(&create("v", vec![vec![1, 4]])).expect("create");
+    s.apply(&create("v", vec![vec![4, 1]])).expect("create");
+    // 4 leads alone in the ISR, then is fenced: as the last member it stays in the ISR.
+    s.apply(&isr("v", 0, vec![4], 0)).expect("isr");
     s.apply(&C::FenceBroker { id: 4 }).expect("fence");
-    // Fencing kept 4 out of the ISR, so put it back as the leader would.
-    let epoch = partition(&s, "v", 0).leader_epoch;
-    s.apply(&isr("v", 0, vec![1, 4], epoch)).expect("isr");
+    assert_eq!(partition(&s, "v", 0).isr, vec![4]);
     let before = s.clone();
     assert_eq!(s.apply(&elect("v", 0, 4)), Err(ApplyError::BrokerFenced(4)));
     assert_eq!(s, before);
+}
+
+#[test]
+fn a_fenced_broker_stays_in_an_isr_but_never_joins_one() {
+    let mut s = base();
+    s.apply(&isr("t", 0, vec![1, 2], 0)).unwrap();
+    s.apply(&C::FenceBroker { id: 3 }).unwrap();
+    let before = s.clone();
+    assert_eq!(
+        s.apply(&isr("t", 0, vec![1, 2, 3], 0)),
+        Err(ApplyError::IneligibleReplica(3))
+    );
+    assert_eq!(s, before, "a refused command changes nothing");
+    // Broker 2 is fenced while in partition 0's ISR: a shrink that keeps it is fine.
+    s.apply(&C::FenceBroker { id: 2 }).unwrap();
+    assert_eq!(partition(&s, "t", 0).isr, vec![1]);
+    let mut s = base();
+    s.apply(&C::FenceBroker { id: 3 }).unwrap();
+    assert_eq!(partition(&s, "t", 0).isr, vec![1, 2]);
+    s.apply(&C::UnfenceBroker { id: 3 }).unwrap();
+    s.apply(&isr("t", 0, vec![1, 2, 3], 0)).unwrap();
 }
 
 #[test]
