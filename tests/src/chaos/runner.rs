@@ -14,7 +14,7 @@ use cairn_proto::v1::TopicConfig;
 
 use super::availability::check_availability;
 use super::checker::check_safety;
-use super::history::{Clock, FaultRecord, History, Recorder, write_history};
+use super::history::{Clock, FaultRecord, History, Recorder, Replicas, write_history};
 use super::nemesis::{FaultKind, Nemesis, plan};
 use super::report::{Expect, Results};
 use super::topology::{ChaosCluster, Probe, SESSION};
@@ -246,15 +246,7 @@ async fn drain(writers: Vec<tokio::task::JoinHandle<Result<()>>>) {
 
 /// Stops every broker gracefully (so every log is flushed), damages a replica for the segment
 /// canary, and reads every replica's batches.
-fn stop_and_read_replicas(
-    cc: &mut ChaosCluster,
-    s: Scenario,
-) -> Result<
-    std::collections::BTreeMap<
-        u32,
-        std::collections::BTreeMap<u32, Vec<super::history::BatchSummary>>,
-    >,
-> {
+fn stop_and_read_replicas(cc: &mut ChaosCluster, s: Scenario) -> Result<Replicas> {
     let ids: Vec<u32> = cc.cluster.ids().collect();
     for (id, outcome) in tokio::task::block_in_place(|| cc.cluster.stop_all()) {
         if let Err(e) = outcome {
