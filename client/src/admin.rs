@@ -11,15 +11,15 @@
 
 use cairn_proto::v1::{
     CommittedOffset, CreatePartitionsRequest, CreateTopicRequest, DeleteGroupRequest,
-    DeleteTopicRequest, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupRequest,
-    DescribeTopicRequest, GroupSummary, ListGroupsRequest, ListTopicsRequest, PartitionOffset,
-    ResetGroupOffsetsRequest, TopicConfig, TopicDescription, TopicSummary,
+    DeleteTopicRequest, DescribeClusterRequest, DescribeGroupRequest, DescribeTopicRequest,
+    GroupSummary, ListGroupsRequest, ListTopicsRequest, PartitionOffset, ResetGroupOffsetsRequest,
+    TopicConfig, TopicDescription, TopicSummary,
 };
 
-use crate::GroupDescription;
 use crate::client::{Client, SeekTo};
 use crate::error::{Error, Result};
 use crate::group::Coordinator;
+use crate::{ClusterDescription, GroupDescription};
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +214,7 @@ impl Admin {
     /// # Errors
     ///
     /// [`Error::Transport`] when no broker answers.
-    pub async fn describe_cluster(&self) -> Result<DescribeClusterResponse> {
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         self.client
             .call_admin(|mut c| async move { c.describe_cluster(DescribeClusterRequest {}).await })
             .await

@@ -134,16 +134,23 @@ impl Client {
         for addr in &client.inner.bootstrap {
             client.channel(addr)?;
         }
+        // A bootstrap broker that cannot be reached is retried only for the connect timeout:
+        // a wrong address or a stopped cluster is reported in seconds, not after every retry.
+        let deadline = tokio::time::Instant::now() + client.config().connect_timeout;
         let mut attempt = 0;
         loop {
             match client.refresh_now().await {
                 Ok(()) => return Ok(client),
                 Err(e) => {
                     attempt += 1;
-                    if !client.should_retry(&e, attempt) {
+                    let pause = client.config().backoff(attempt);
+                    let unreachable = matches!(e, Error::Transport { .. } | Error::Timeout(_));
+                    if !client.should_retry(&e, attempt)
+                        || (unreachable && tokio::time::Instant::now() + pause >= deadline)
+                    {
                         return Err(e);
                     }
-                    tokio::time::sleep(client.config().backoff(attempt)).await;
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
@@ -253,6 +260,13 @@ impl Client {
         topic: &str,
         partition: u32,
     ) -> Result<BrokerClient<Channel>> {
+        let addr = self.leader_address(topic, partition).await?;
+        Ok(self.broker_client(self.channel(&addr)?))
+    }
+
+    /// The normalised address of the leader of `topic`/`partition`, refreshing the metadata
+    /// once if the cache does not know it.
+    pub(crate) async fn leader_address(&self, topic: &str, partition: u32) -> Result<String> {
         let mut lookup = self.lookup(topic, partition);
         if !matches!(lookup, Lookup::Found(_)) {
             self.refresh().await?;
@@ -264,12 +278,14 @@ impl Client {
             Lookup::NoPartition(n) => return Err(Error::unknown_partition(topic, partition, n)),
             Lookup::NoLeader => {
                 return Err(Error::NotLeader {
+                    topic: topic.to_owned(),
+                    partition,
                     leader: None,
                     status: None,
                 });
             }
         };
-        Ok(self.broker_client(self.channel(&addr)?))
+        Ok(addr)
     }
 
     fn lookup(&self, topic: &str, partition: u32) -> Lookup {
@@ -343,7 +359,7 @@ impl Client {
                     self.store(response);
                     return Ok(());
                 }
-                Err(e) => last = Some(e),
+                Err(e) => last = Some(e.at_address(&addr)),
             }
         }
         Err(last.expect("the broker list is never empty: bootstrap is checked"))
@@ -457,13 +473,27 @@ impl Client {
     }
 }
 
-/// `host:port` → `http://host:port`; an address with a scheme is kept as it is.
+/// The port a broker address without one gets: Kafka's.
+pub const DEFAULT_PORT: u16 = 9092;
+
+/// `host:port` → `http://host:port`; an address with a scheme keeps it; an address without a
+/// port gets [`DEFAULT_PORT`] (`localhost` → `http://localhost:9092`, `[::1]` →
+/// `http://[::1]:9092`), where an `http://` URI would otherwise mean port 80.
 pub(crate) fn normalize(addr: &str) -> String {
-    let addr = addr.trim();
-    if addr.contains("://") {
-        addr.trim_end_matches('/').to_owned()
+    let addr = addr.trim().trim_end_matches('/');
+    let (scheme, authority) = match addr.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest),
+        None => ("http", addr),
+    };
+    // The port follows the last ':' outside an IPv6 literal's brackets.
+    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
+    let bare_ipv6 = !authority.starts_with('[') && authority.matches(':').count() > 1;
+    if authority[host_end..].contains(':') && !bare_ipv6 {
+        format!("{scheme}://{authority}")
+    } else if bare_ipv6 {
+        format!("{scheme}://[{authority}]:{DEFAULT_PORT}")
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{authority}:{DEFAULT_PORT}")
     }
 }
 
@@ -477,6 +507,45 @@ mod tests {
         assert_eq!(normalize("http://127.0.0.1:9092/"), "http://127.0.0.1:9092");
         assert_eq!(normalize(" broker-1:9092 "), "http://broker-1:9092");
         assert_eq!(normalize("https://b:443"), "https://b:443");
+    }
+
+    #[test]
+    fn an_address_without_a_port_gets_kafkas() {
+        assert_eq!(normalize("localhost"), "http://localhost:9092");
+        assert_eq!(normalize("http://localhost"), "http://localhost:9092");
+        assert_eq!(normalize("10.0.0.1"), "http://10.0.0.1:9092");
+        assert_eq!(normalize("[::1]"), "http://[::1]:9092");
+        assert_eq!(normalize("[::1]:9093"), "http://[::1]:9093");
+        assert_eq!(normalize("::1"), "http://[::1]:9092");
+    }
+
+    /// A port nobody listens on: bound, then released.
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let addr = listener.local_addr().expect("bound").to_string();
+        drop(listener);
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_within_the_connect_timeout_naming_address_and_reason() {
+        let addr = closed_port();
+        let started = std::time::Instant::now();
+        let e = Client::builder()
+            .brokers([addr.as_str()])
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .await
+            .expect_err("nothing listens there");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < std::time::Duration::from_secs(4),
+            "took {elapsed:?}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(&addr), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert!(matches!(e, Error::Transport { .. }), "{e:?}");
     }
 
     #[test]

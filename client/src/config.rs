@@ -19,12 +19,13 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Upper bound on opening a TCP connection. Default 5 s.
     pub connect_timeout: Duration,
-    /// Attempts per request before a retriable error is surfaced. Default 10, which with the
-    /// default backoff spans about 16 s: longer than a leader failover (≤ 10 s).
+    /// Attempts per request before a retriable error is surfaced. Default 20, which with the
+    /// default backoff spans about 17 s: several leader failovers (about 3–4 s each).
     pub retries: u32,
     /// Backoff before the second attempt; doubled for each further attempt. Default 100 ms.
     pub retry_backoff: Duration,
-    /// Ceiling of the doubling backoff. Default 3.2 s.
+    /// Ceiling of the doubling backoff. Default 1 s (Kafka's `retry.backoff.max.ms`): a
+    /// longer one would keep a client waiting well after a failover completed.
     pub retry_backoff_max: Duration,
     /// Largest gRPC message sent or accepted, in bytes. Default 64 MiB: a fetch answer holds
     /// whole batches, so this must exceed the largest batch plus a fetch's `max_bytes`.
@@ -42,9 +43,9 @@ impl Default for ClientConfig {
             brokers: Vec::new(),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
-            retries: 10,
+            retries: 20,
             retry_backoff: Duration::from_millis(100),
-            retry_backoff_max: Duration::from_millis(3200),
+            retry_backoff_max: Duration::from_millis(1000),
             max_message_bytes: 64 << 20,
             stream_window_bytes: 8 << 20,
             connection_window_bytes: 16 << 20,

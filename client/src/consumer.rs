@@ -22,21 +22,30 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use crate::client::{Client, SeekTo};
 use crate::error::{Error, Result};
 
-/// What to do when the position is outside the partition's stored offsets (retention deleted
-/// them, or a seek went past the end).
+/// Where reading starts when a partition has no position (the simple [`Consumer`]: never
+/// sought; the [`GroupConsumer`](crate::GroupConsumer): no committed offset), and where it
+/// jumps when its position is no longer stored (retention deleted it, or a seek went past the
+/// end). Kafka's `auto.offset.reset`; one enum for both consumers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
-    /// Jump to the oldest stored record.
-    Earliest,
-    /// Jump to the end and read only new records.
-    Latest,
-    /// Yield [`Error::OffsetOutOfRange`] and leave the position for the caller to
-    /// [`Consumer::seek`]. The default: skipping data silently is the caller's decision.
+    /// The oldest stored record. The default of both consumers: a new reader sees what is
+    /// already there (Kafka defaults to `latest`, which surprises more people than it helps;
+    /// set [`OffsetReset::Latest`] for Kafka's behaviour).
     #[default]
+    Earliest,
+    /// The end of the partition: only records produced from now on.
+    Latest,
+    /// Yield [`Error::NoOffset`] (no position) or [`Error::OffsetOutOfRange`] (position gone)
+    /// and leave the partition for the caller to [`Consumer::seek`] (Kafka's `none`).
     Error,
 }
 
-/// How a [`Consumer`] fetches.
+/// The old name of [`OffsetReset`], from when the group consumer had its own enum.
+#[deprecated(note = "use OffsetReset")]
+pub type ResetPolicy = OffsetReset;
+
+/// How a [`Consumer`] fetches. Every field documents its default; set them with the builder
+/// methods (`ConsumerConfig::default().offset_reset(OffsetReset::Latest)`).
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     /// How long a fetch waits on the broker for records to arrive. Default 500 ms. Keep it
@@ -45,11 +54,12 @@ pub struct ConsumerConfig {
     /// Upper bound on the bytes one fetch returns per partition. Default 1 MiB (the broker
     /// always returns at least one whole batch).
     pub max_bytes: u32,
-    /// Where an assigned partition starts if it was never sought. Default
-    /// [`SeekTo::Earliest`], so that a new consumer reads what is already there.
-    pub start: SeekTo,
-    /// What to do on `OFFSET_OUT_OF_RANGE`. Default [`OffsetReset::Error`].
-    pub auto_offset_reset: OffsetReset,
+    /// Where a partition that was never sought starts, and what happens on
+    /// `OFFSET_OUT_OF_RANGE`. Default [`OffsetReset::Earliest`].
+    pub offset_reset: OffsetReset,
+    /// Yield [`Error::PartitionEof`] each time a partition's position reaches its high
+    /// watermark (rdkafka's `enable.partition.eof`). Default false.
+    pub partition_eof: bool,
     /// Verify each fetched batch's CRC before decoding it. Default true.
     pub check_crcs: bool,
 }
@@ -59,10 +69,42 @@ impl Default for ConsumerConfig {
         Self {
             max_wait: Duration::from_millis(500),
             max_bytes: 1 << 20,
-            start: SeekTo::Earliest,
-            auto_offset_reset: OffsetReset::Error,
+            offset_reset: OffsetReset::Earliest,
+            partition_eof: false,
             check_crcs: true,
         }
+    }
+}
+
+impl ConsumerConfig {
+    /// Sets [`ConsumerConfig::max_wait`].
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// Sets [`ConsumerConfig::max_bytes`].
+    pub fn max_bytes(mut self, bytes: u32) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ConsumerConfig::offset_reset`].
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    /// Sets [`ConsumerConfig::partition_eof`].
+    pub fn partition_eof(mut self, on: bool) -> Self {
+        self.partition_eof = on;
+        self
+    }
+
+    /// Sets [`ConsumerConfig::check_crcs`].
+    pub fn check_crcs(mut self, on: bool) -> Self {
+        self.check_crcs = on;
+        self
     }
 }
 
@@ -94,6 +136,8 @@ pub struct Consumer {
     fetches: FuturesUnordered<BoxFuture<'static, Done>>,
     /// Records fetched but not yet yielded by the `Stream`.
     buffer: VecDeque<ConsumerRecord>,
+    /// End-of-partition notices owed, yielded once the buffer is empty.
+    eofs: VecDeque<Error>,
     /// Source of fetch epochs; a seek starts a new epoch and results of older ones are dropped.
     epochs: u64,
 }
@@ -116,6 +160,9 @@ struct PartitionState {
     epoch: u64,
     /// Epoch of the fetch outstanding, if any.
     in_flight: Option<u64>,
+    /// The end-of-partition notice for the current end went out; cleared by new records or
+    /// a seek.
+    at_eof: bool,
 }
 
 /// A finished fetch.
@@ -129,6 +176,8 @@ struct Done {
 struct Fetched {
     records: Vec<ConsumerRecord>,
     next: i64,
+    /// The partition's high watermark when the fetch was answered.
+    high_watermark: i64,
 }
 
 impl Client {
@@ -140,6 +189,7 @@ impl Client {
             partitions: BTreeMap::new(),
             fetches: FuturesUnordered::new(),
             buffer: VecDeque::new(),
+            eofs: VecDeque::new(),
             epochs: 0,
         }
     }
@@ -147,7 +197,8 @@ impl Client {
 
 impl Consumer {
     /// Adds `partitions` of `topic` to the assignment; each starts at
-    /// [`ConsumerConfig::start`] unless sought. Already assigned partitions keep their position.
+    /// [`ConsumerConfig::offset_reset`] unless sought. Already assigned partitions keep their
+    /// position.
     pub fn assign(&mut self, topic: &str, partitions: impl IntoIterator<Item = u32>) {
         for p in partitions {
             self.epochs += 1;
@@ -158,6 +209,7 @@ impl Consumer {
                     position: None,
                     epoch,
                     in_flight: None,
+                    at_eof: false,
                 });
         }
     }
@@ -198,8 +250,10 @@ impl Consumer {
                 position: None,
                 epoch: 0,
                 in_flight: None,
+                at_eof: false,
             });
         state.position = Some(offset);
+        state.at_eof = false;
         state.epoch = self.epochs;
         self.buffer
             .retain(|r| &*r.topic != topic || r.partition != partition);
@@ -226,9 +280,13 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// A partition's fetch error after the client's retries: [`Error::OffsetOutOfRange`] (with
-    /// [`OffsetReset::Error`]), [`Error::UnknownTopic`], [`Error::CorruptBatch`], ... The
-    /// partition's position is unchanged, so the next call fetches it again.
+    /// A partition's fetch error that a retry cannot cure: [`Error::OffsetOutOfRange`] or
+    /// [`Error::NoOffset`] (with [`OffsetReset::Error`]), [`Error::UnknownTopic`],
+    /// [`Error::CorruptBatch`], ... The partition's position is unchanged, so the next call
+    /// fetches it again. Retriable errors (the leader restarting or unreachable, no leader yet)
+    /// are not returned: the partition keeps being fetched, with the client's backoff, until
+    /// its leader answers. With [`ConsumerConfig::partition_eof`], [`Error::PartitionEof`] is a
+    /// notice, not a failure: reading goes on.
     ///
     /// # Cancel safety
     ///
@@ -273,6 +331,9 @@ impl Consumer {
     /// Polls fetches until one yields records or an error; `None` when nothing is assigned.
     fn poll_fetch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Vec<ConsumerRecord>>>> {
         loop {
+            if let Some(eof) = self.eofs.pop_front() {
+                return Poll::Ready(Some(Err(eof)));
+            }
             if self.partitions.is_empty() {
                 return Poll::Ready(None);
             }
@@ -282,6 +343,7 @@ impl Consumer {
             };
             match self.complete(done) {
                 Some(Ok(records)) if records.is_empty() => {}
+                // Records first; the end-of-partition notice on the next poll.
                 Some(result) => return Poll::Ready(Some(result)),
                 None => {}
             }
@@ -291,7 +353,8 @@ impl Consumer {
     /// Applies a finished fetch to its partition's state; `None` if it was stale or the error
     /// was handled here.
     fn complete(&mut self, done: Done) -> Option<Result<Vec<ConsumerRecord>>> {
-        let state = self.partitions.get_mut(&(done.topic, done.partition))?;
+        let key = (done.topic, done.partition);
+        let state = self.partitions.get_mut(&key)?;
         if state.in_flight == Some(done.epoch) {
             state.in_flight = None;
         }
@@ -301,17 +364,38 @@ impl Consumer {
         match done.result {
             Ok(fetched) => {
                 state.position = Some(fetched.next);
+                if !fetched.records.is_empty() {
+                    state.at_eof = false;
+                }
+                if self.config.partition_eof
+                    && !state.at_eof
+                    && fetched.next >= fetched.high_watermark
+                {
+                    state.at_eof = true;
+                    self.eofs.push_back(Error::PartitionEof {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        offset: fetched.next,
+                    });
+                }
                 Some(Ok(fetched.records))
             }
             Err(Error::OffsetOutOfRange { start, end, .. })
-                if self.config.auto_offset_reset != OffsetReset::Error =>
+                if self.config.offset_reset != OffsetReset::Error =>
             {
-                let to = match self.config.auto_offset_reset {
+                let to = match self.config.offset_reset {
                     OffsetReset::Earliest => start,
                     _ => end,
                 };
                 // Without the range (an older broker), resolve it afresh on the next fetch.
                 state.position = (to >= 0).then_some(to);
+                None
+            }
+            // The leader is away (a restart, a failover, the whole cluster down): the fetch
+            // already retried with backoff; keep polling from the same position, as a Kafka
+            // consumer does, instead of ending the application's loop.
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(topic = key.0, partition = key.1, error = %e, "fetch failed; still retrying");
                 None
             }
             Err(e) => Some(Err(e)),
@@ -361,7 +445,14 @@ async fn fetch(
 ) -> Result<Fetched> {
     let offset = match position {
         Some(o) => o,
-        None => resolve(&client, &topic, partition, config.start).await?,
+        None => {
+            let start = match config.offset_reset {
+                OffsetReset::Earliest => SeekTo::Earliest,
+                OffsetReset::Latest => SeekTo::Latest,
+                OffsetReset::Error => return Err(Error::NoOffset { topic, partition }),
+            };
+            resolve(&client, &topic, partition, start).await?
+        }
     };
     let request = FetchRequest {
         topic: topic.clone(),
@@ -376,7 +467,26 @@ async fn fetch(
             let request = request.clone();
             async move { c.fetch(request).await }
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The broker names the offset; an older one may not.
+            Error::OffsetOutOfRange {
+                topic,
+                partition,
+                offset: -1,
+                start,
+                end,
+                status,
+            } => Error::OffsetOutOfRange {
+                topic,
+                partition,
+                offset,
+                start,
+                end,
+                status,
+            },
+            e => e,
+        })?;
     decode(&topic, partition, offset, &response, config.check_crcs)
 }
 
@@ -431,7 +541,11 @@ fn decode(
     if whole {
         next = next.max(response.next_offset);
     }
-    Ok(Fetched { records, next })
+    Ok(Fetched {
+        records,
+        next,
+        high_watermark: response.high_watermark,
+    })
 }
 
 #[cfg(test)]

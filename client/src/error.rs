@@ -28,66 +28,85 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[non_exhaustive]
 pub enum Error {
     /// The topic does not exist (reason `UNKNOWN_TOPIC`). Create it, or check the name.
-    #[error("unknown topic: {message}")]
+    #[error("{message}")]
     UnknownTopic {
-        /// What the broker (or the metadata cache) said.
+        /// What the broker (or the metadata cache) said: a sentence naming the topic.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The partition does not exist (reason `UNKNOWN_PARTITION`).
-    #[error("unknown partition: {message}")]
+    #[error("{message}")]
     UnknownPartition {
-        /// What the broker (or the metadata cache) said.
+        /// Topic asked for.
+        topic: String,
+        /// Partition asked for.
+        partition: u32,
+        /// What the broker (or the metadata cache) said: a sentence naming both.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// A topic of that name exists already (reason `TOPIC_ALREADY_EXISTS`).
-    #[error("topic already exists: {message}")]
+    #[error("{message}")]
     TopicAlreadyExists {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The offset asked for is outside `start..end` (reason `OFFSET_OUT_OF_RANGE`): seek into
     /// the range. `start` is the log start offset, `end` the high watermark.
-    #[error("offset out of range: the partition holds offsets {start}..{end}")]
+    #[error(
+        "offset {offset} is out of range for {topic}-{partition}, which holds offsets [{start}, {end}): seek within them"
+    )]
     OffsetOutOfRange {
+        /// Topic read.
+        topic: String,
+        /// Partition read.
+        partition: u32,
+        /// The offset asked for (-1 if the broker did not say).
+        offset: i64,
         /// The partition's first stored offset.
         start: i64,
         /// The partition's high watermark (one past the last readable offset).
         end: i64,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The broker asked is not the partition's leader (reason `NOT_LEADER`). The client retries
     /// these itself; you see one only once its retries are spent.
-    #[error("not the partition leader (leader: {leader:?})")]
+    #[error(
+        "{topic}-{partition} has no reachable leader{}: retry once a leader is elected",
+        leader_text(leader)
+    )]
     NotLeader {
+        /// Topic addressed.
+        topic: String,
+        /// Partition addressed.
+        partition: u32,
         /// The leader, if the broker knew it.
         leader: Option<LeaderHint>,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// Too few in-sync replicas for an `acks = all` write (reason `NOT_ENOUGH_REPLICAS`).
-    #[error("not enough in-sync replicas: {message}")]
+    #[error("{message}")]
     NotEnoughReplicas {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The request was malformed or too large (code `INVALID_ARGUMENT`): retrying will not help.
     /// `reason` is the broker's, e.g. `INVALID_TOPIC_NAME`, `BATCH_TOO_LARGE`, `CORRUPT_BATCH`.
-    #[error("invalid argument ({reason}): {message}")]
+    #[error("{message}{}", reason_suffix(reason))]
     InvalidArgument {
         /// The stable reason, e.g. `RECORD_TOO_LARGE`.
         reason: String,
@@ -95,41 +114,42 @@ pub enum Error {
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The broker is out of some resource (reason `RESOURCE_EXHAUSTED`); back off.
-    #[error("broker resource exhausted: {message}")]
+    #[error("the broker is overloaded: {message}")]
     ResourceExhausted {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The broker could not read or write its log (reason `STORAGE_ERROR`).
-    #[error("broker storage error: {message}")]
+    #[error("{message}")]
     Storage {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// No broker could be reached, or the connection failed mid-call (`UNAVAILABLE` without a
-    /// Cairn reason, or a transport failure).
-    #[error("transport error: {message}")]
+    /// Cairn reason, or a transport failure). The message names the broker's address and the
+    /// operating system's reason (`connection refused`, a timeout) when there was one.
+    #[error("{message}")]
     Transport {
-        /// What failed.
+        /// What failed, as a sentence.
         message: String,
         /// The status tonic reported.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The broker did not answer within the configured request timeout.
-    #[error("request timed out after {0:?}")]
+    #[error("the broker did not answer within {0:?} (the client's request timeout)")]
     Timeout(Duration),
     /// A fetched batch failed its CRC or could not be decoded; it was not delivered.
-    #[error("corrupt batch in {topic}/{partition}: {source}")]
+    #[error("a batch read from {topic}-{partition} is corrupt and was not delivered: {source}")]
     CorruptBatch {
         /// Topic read.
         topic: String,
@@ -145,7 +165,7 @@ pub enum Error {
     /// batches, or the partition lost them). The producer handles these itself (see
     /// [`ProducerConfig::idempotence`](crate::ProducerConfig::idempotence)); a record fails
     /// with one only when its batch was refused for good.
-    #[error("producer sequence refused ({reason}): {message}")]
+    #[error("{message}{}", reason_suffix(reason))]
     OutOfOrderSequence {
         /// `OUT_OF_ORDER_SEQUENCE_NUMBER` or `UNKNOWN_PRODUCER_ID`.
         reason: String,
@@ -153,51 +173,54 @@ pub enum Error {
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The partition knows a newer epoch of this producer id (reason `INVALID_PRODUCER_EPOCH`):
     /// another producer instance fenced this one.
-    #[error("producer fenced: {message}")]
+    #[error("this producer was fenced by a newer instance: {message}")]
     ProducerFenced {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The broker asked does not coordinate the group (reason `NOT_COORDINATOR`). Group
     /// calls find the coordinator again and retry by themselves; you see one only once their
     /// retries are spent.
-    #[error("not the group coordinator (coordinator: {coordinator:?})")]
+    #[error(
+        "the broker asked does not coordinate the group{}: retry",
+        coordinator_text(coordinator)
+    )]
     NotCoordinator {
         /// The coordinator, if the broker knew it.
         coordinator: Option<CoordinatorHint>,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The group's coordinator cannot serve yet (reason `COORDINATOR_NOT_AVAILABLE`): the
     /// offsets topic is being created, or a new coordinator is loading it. Retry shortly.
-    #[error("group coordinator not available: {message}")]
+    #[error("{message}")]
     CoordinatorNotAvailable {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// No group of that id (reason `GROUP_ID_NOT_FOUND`).
-    #[error("group not found: {message}")]
+    #[error("{message}")]
     GroupNotFound {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The group has active members (reason `GROUP_NOT_EMPTY`): its offsets cannot be reset
     /// nor the group deleted until they leave (or their session times out).
-    #[error("group not empty: {message}")]
+    #[error("{message}")]
     GroupNotEmpty {
         /// How many members it has, as the coordinator said (0 if it did not say).
         members: u32,
@@ -205,22 +228,24 @@ pub enum Error {
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The group does not know this member (reason `UNKNOWN_MEMBER_ID`): it was removed
     /// (session or rebalance timeout). Its partitions are lost; it must rejoin. The
     /// [`GroupConsumer`](crate::GroupConsumer) does both by itself.
-    #[error("unknown group member: {message}")]
+    #[error("{message}")]
     UnknownMemberId {
         /// What the broker said.
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The member's epoch is not the group's (reason `FENCED_MEMBER_EPOCH`): another
     /// incarnation took over, or the group moved on. Its partitions are lost; it must rejoin.
-    #[error("member epoch {member_epoch} fenced (the group is at {current_epoch})")]
+    #[error(
+        "this member's epoch {member_epoch} was fenced (the group is at {current_epoch}): it rejoins"
+    )]
     FencedMemberEpoch {
         /// The epoch the member sent.
         member_epoch: i32,
@@ -228,11 +253,13 @@ pub enum Error {
         current_epoch: i32,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// A commit carried an epoch older than the member's (reason `STALE_MEMBER_EPOCH`): the
     /// member must learn its new epoch (heartbeat) and commit again what it still holds.
-    #[error("stale member epoch {member_epoch} (the member is at {current_epoch})")]
+    #[error(
+        "the commit carried the stale member epoch {member_epoch} (the member is at {current_epoch}): commit again"
+    )]
     StaleMemberEpoch {
         /// The epoch the commit carried.
         member_epoch: i32,
@@ -240,7 +267,7 @@ pub enum Error {
         current_epoch: i32,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// Another active member holds this static instance id (reason `UNRELEASED_INSTANCE_ID`):
     /// two processes share one `instance_id`, or the previous one has not left or timed out.
@@ -250,11 +277,11 @@ pub enum Error {
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// A commit named a partition the member does not hold (reason `PARTITION_NOT_ASSIGNED`);
     /// nothing of that commit was written.
-    #[error("partition {topic}/{partition} is not assigned to this member")]
+    #[error("{topic}-{partition} is not assigned to this member, so its offset was not committed")]
     PartitionNotAssigned {
         /// Topic committed.
         topic: String,
@@ -262,12 +289,14 @@ pub enum Error {
         partition: u32,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// A commit would move a committed offset backwards (reason `OFFSET_BEHIND_COMMITTED`);
     /// nothing of that commit was written. Only an admin reset of an empty group moves offsets
     /// back.
-    #[error("offset {offset} of {topic}/{partition} is behind the committed {committed}")]
+    #[error(
+        "offset {offset} of {topic}-{partition} is behind the committed offset {committed}; nothing was committed"
+    )]
     OffsetBehindCommitted {
         /// Topic committed.
         topic: String,
@@ -279,14 +308,14 @@ pub enum Error {
         committed: i64,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The [`GroupConsumer`](crate::GroupConsumer) was closed, or its membership failed for
     /// good; it commits and delivers nothing more.
-    #[error("the group consumer is closed")]
+    #[error("the group consumer is closed: make a new one")]
     GroupConsumerClosed,
     /// Any other status from the broker.
-    #[error("{code} ({reason}): {message}")]
+    #[error("{message} (gRPC code {code:?}{}{reason})", if reason.is_empty() { "" } else { ", reason " })]
     Status {
         /// The gRPC code.
         code: Code,
@@ -296,14 +325,124 @@ pub enum Error {
         message: String,
         /// The broker's status.
         #[source]
-        status: Option<Arc<Status>>,
+        status: Option<BrokerStatus>,
     },
     /// The client was configured with something unusable (no brokers, a bad address, ...).
     #[error("invalid client configuration: {0}")]
     Config(String),
     /// The producer was shut down before the record was acknowledged.
-    #[error("the producer is closed")]
+    #[error("the producer was closed before the record was acknowledged")]
     ProducerClosed,
+    /// A record is larger than
+    /// [`ProducerConfig::max_record_bytes`](crate::ProducerConfig::max_record_bytes) (Kafka's
+    /// `max.request.size`); the producer refused it, and it was never sent.
+    #[error(
+        "a record of {size} bytes for {topic}-{partition} exceeds the producer's limit of {max} bytes (max_record_bytes); it was not sent"
+    )]
+    RecordTooLarge {
+        /// Topic the record was for.
+        topic: String,
+        /// Partition it was for.
+        partition: u32,
+        /// The record's encoded size in a batch of its own.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a failure: the consumer has read everything `topic`/`partition` held (its position
+    /// reached the high watermark). Yielded once each time a partition reaches its end, only
+    /// with [`ConsumerConfig::partition_eof`](crate::ConsumerConfig::partition_eof) (rdkafka's
+    /// `enable.partition.eof`); reading goes on.
+    #[error("reached the end of {topic}-{partition} at offset {offset}")]
+    PartitionEof {
+        /// Topic read.
+        topic: String,
+        /// Partition read.
+        partition: u32,
+        /// The high watermark: the offset the next record will get.
+        offset: i64,
+    },
+    /// A partition has no position to start from (never sought, no committed offset) and the
+    /// offset reset policy is [`OffsetReset::Error`](crate::OffsetReset::Error): seek it.
+    #[error(
+        "{topic}-{partition} has no position (nothing sought, nothing committed) and offset_reset is Error: seek it first"
+    )]
+    NoOffset {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+}
+
+/// The broker's `tonic::Status`, kept as an error's `source()`. Its `Debug` shows the code, the
+/// message and the `ErrorInfo` reason, not the encoded details bytes; [`Deref`](std::ops::Deref)
+/// reaches the whole [`GrpcStatus`](crate::GrpcStatus).
+#[derive(Clone)]
+pub struct BrokerStatus(Arc<Status>);
+
+impl BrokerStatus {
+    /// Wraps a status.
+    pub fn new(status: Status) -> Self {
+        Self(Arc::new(status))
+    }
+}
+
+impl std::ops::Deref for BrokerStatus {
+    type Target = Status;
+    fn deref(&self) -> &Status {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BrokerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = self.0.get_details_error_info().map(|i| i.reason);
+        f.debug_struct("BrokerStatus")
+            .field("code", &self.0.code())
+            .field("message", &self.0.message())
+            .field("reason", &reason)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for BrokerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.0.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for BrokerStatus {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+/// ` (REASON)` after a message, or nothing without a reason.
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    }
+}
+
+fn leader_text(leader: &Option<LeaderHint>) -> String {
+    match leader {
+        Some(LeaderHint { id, addr: Some(a) }) => {
+            format!(" here (the leader is broker {id} at {a})")
+        }
+        Some(LeaderHint { id, addr: None }) => format!(" here (the leader is broker {id})"),
+        None => String::new(),
+    }
+}
+
+fn coordinator_text(c: &Option<CoordinatorHint>) -> String {
+    match c {
+        Some(CoordinatorHint { id, addr: Some(a) }) => format!(" (broker {id} at {a} does)"),
+        Some(CoordinatorHint { id, addr: None }) => format!(" (broker {id} does)"),
+        None => String::new(),
+    }
 }
 
 /// Where a `NOT_LEADER` error said the leader is.
@@ -334,7 +473,8 @@ impl Error {
         };
         let message = status.message().to_owned();
         let code = status.code();
-        let status = Some(Arc::new(status));
+        let detail = root_cause(&status);
+        let status = Some(BrokerStatus::new(status));
         let int = |key: &str| metadata.get(key).and_then(|v| v.parse::<i64>().ok());
         let epoch = |key: &str| int(key).and_then(|e| i32::try_from(e).ok()).unwrap_or(-1);
         let text = |key: &str| metadata.get(key).cloned().unwrap_or_default();
@@ -345,14 +485,24 @@ impl Error {
         };
         match reason.as_str() {
             "UNKNOWN_TOPIC" => Self::UnknownTopic { message, status },
-            "UNKNOWN_PARTITION" => Self::UnknownPartition { message, status },
+            "UNKNOWN_PARTITION" => Self::UnknownPartition {
+                topic: text("topic"),
+                partition: partition(),
+                message,
+                status,
+            },
             "TOPIC_ALREADY_EXISTS" => Self::TopicAlreadyExists { message, status },
             "OFFSET_OUT_OF_RANGE" => Self::OffsetOutOfRange {
+                topic: text("topic"),
+                partition: partition(),
+                offset: int("offset").unwrap_or(-1),
                 start: int("log_start_offset").unwrap_or(-1),
                 end: int("high_watermark").unwrap_or(-1),
                 status,
             },
             "NOT_LEADER" => Self::NotLeader {
+                topic: text("topic"),
+                partition: partition(),
                 leader: int("leader_id")
                     .and_then(|id| u32::try_from(id).ok())
                     .map(|id| LeaderHint {
@@ -423,8 +573,10 @@ impl Error {
                 message,
                 status,
             },
-            "" if code == Code::Unavailable => Self::Transport { message, status },
-            "" if code == Code::DeadlineExceeded => Self::Transport { message, status },
+            "" if code == Code::Unavailable || code == Code::DeadlineExceeded => Self::Transport {
+                message: transport_message(&message, detail.as_deref()),
+                status,
+            },
             _ => Self::Status {
                 code,
                 reason,
@@ -519,7 +671,7 @@ impl Error {
     /// An `UnknownTopic` raised by the client itself (the topic is not in the metadata).
     pub(crate) fn unknown_topic(topic: &str) -> Self {
         Self::UnknownTopic {
-            message: format!("topic {topic:?} does not exist"),
+            message: format!("topic {topic:?} does not exist: create it, or check the name"),
             status: None,
         }
     }
@@ -527,8 +679,45 @@ impl Error {
     /// An `UnknownPartition` raised by the client itself.
     pub(crate) fn unknown_partition(topic: &str, partition: u32, count: usize) -> Self {
         Self::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
             message: format!("topic {topic:?} has {count} partitions, not partition {partition}"),
             status: None,
+        }
+    }
+
+    /// Names `topic`/`partition` in a partition error whose broker did not say (an older or
+    /// foreign broker, or an error the client made up before asking one).
+    pub(crate) fn at_partition(mut self, at_topic: &str, at_partition: u32) -> Self {
+        match &mut self {
+            Self::UnknownPartition {
+                topic, partition, ..
+            }
+            | Self::OffsetOutOfRange {
+                topic, partition, ..
+            }
+            | Self::NotLeader {
+                topic, partition, ..
+            } if topic.is_empty() => {
+                at_topic.clone_into(topic);
+                *partition = at_partition;
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// Names the broker `addr` (normalised) in a connection failure.
+    pub(crate) fn at_address(self, addr: &str) -> Self {
+        match self {
+            Self::Transport { message, status } if !message.starts_with("cannot reach") => {
+                let addr = addr.strip_prefix("http://").unwrap_or(addr);
+                Self::Transport {
+                    message: format!("cannot reach broker {addr}: {message}"),
+                    status,
+                }
+            }
+            other => other,
         }
     }
 }
@@ -541,10 +730,38 @@ impl From<Status> for Error {
 
 impl From<tonic::transport::Error> for Error {
     fn from(e: tonic::transport::Error) -> Self {
+        let mut detail: &dyn std::error::Error = &e;
+        while let Some(next) = detail.source() {
+            detail = next;
+        }
         Self::Transport {
-            message: e.to_string(),
+            message: transport_message(&e.to_string(), Some(&detail.to_string())),
             status: None,
         }
+    }
+}
+
+/// The deepest cause under a status: for a failed connection, the operating system's reason
+/// (`Connection refused (os error 111)`), which tonic's own message leaves out.
+fn root_cause(status: &Status) -> Option<String> {
+    let mut cause = std::error::Error::source(status)?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string())
+}
+
+/// A transport failure's message with its root cause, each said once.
+fn transport_message(message: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(d) if !message.contains(d) => {
+            if message.is_empty() {
+                d.to_owned()
+            } else {
+                format!("{message}: {d}")
+            }
+        }
+        _ => message.to_owned(),
     }
 }
 
@@ -559,290 +776,4 @@ fn status_of(e: ErrorStatus) -> Status {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(code: Code, reason: &str, meta: &[(&str, &str)]) -> Status {
-        let meta: HashMap<String, String> = meta
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Status::with_error_details(
-            code,
-            "broker says no",
-            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, meta),
-        )
-    }
-
-    #[test]
-    fn offset_out_of_range_carries_the_valid_range() {
-        let s = status(
-            Code::OutOfRange,
-            "OFFSET_OUT_OF_RANGE",
-            &[("log_start_offset", "10"), ("high_watermark", "42")],
-        );
-        match Error::from_status(s) {
-            Error::OffsetOutOfRange { start, end, status } => {
-                assert_eq!((start, end), (10, 42));
-                assert_eq!(status.expect("kept").code(), Code::OutOfRange);
-            }
-            other => panic!("got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn not_leader_with_and_without_address() {
-        let with = status(
-            Code::FailedPrecondition,
-            "NOT_LEADER",
-            &[("leader_id", "3"), ("leader_addr", "10.0.0.3:9092")],
-        );
-        let e = Error::from_status(with);
-        assert!(e.is_retriable());
-        assert!(matches!(
-            e,
-            Error::NotLeader { leader: Some(LeaderHint { id: 3, addr: Some(ref a) }), .. }
-                if a == "10.0.0.3:9092"
-        ));
-        let empty_addr = status(
-            Code::FailedPrecondition,
-            "NOT_LEADER",
-            &[("leader_id", "2"), ("leader_addr", "")],
-        );
-        assert!(matches!(
-            Error::from_status(empty_addr),
-            Error::NotLeader {
-                leader: Some(LeaderHint { id: 2, addr: None }),
-                ..
-            }
-        ));
-        let unknown = status(Code::FailedPrecondition, "NOT_LEADER", &[]);
-        assert!(matches!(
-            Error::from_status(unknown),
-            Error::NotLeader { leader: None, .. }
-        ));
-    }
-
-    #[test]
-    fn reasons_map_to_variants() {
-        type Check = fn(&Error) -> bool;
-        let cases: &[(Code, &str, Check)] = &[
-            (Code::NotFound, "UNKNOWN_TOPIC", |e| {
-                matches!(e, Error::UnknownTopic { .. })
-            }),
-            (Code::NotFound, "UNKNOWN_PARTITION", |e| {
-                matches!(e, Error::UnknownPartition { .. })
-            }),
-            (Code::AlreadyExists, "TOPIC_ALREADY_EXISTS", |e| {
-                matches!(e, Error::TopicAlreadyExists { .. })
-            }),
-            (
-                Code::InvalidArgument,
-                "CORRUPT_BATCH",
-                |e| matches!(e, Error::InvalidArgument { reason, .. } if reason == "CORRUPT_BATCH"),
-            ),
-            (
-                Code::InvalidArgument,
-                "RECORD_TOO_LARGE",
-                |e| matches!(e, Error::InvalidArgument { reason, .. } if reason == "RECORD_TOO_LARGE"),
-            ),
-            (Code::Unavailable, "NOT_ENOUGH_REPLICAS", |e| {
-                matches!(e, Error::NotEnoughReplicas { .. }) && e.is_retriable()
-            }),
-            (Code::ResourceExhausted, "RESOURCE_EXHAUSTED", |e| {
-                matches!(e, Error::ResourceExhausted { .. })
-            }),
-            (Code::Internal, "STORAGE_ERROR", |e| {
-                matches!(e, Error::Storage { .. }) && !e.is_retriable()
-            }),
-            (
-                Code::FailedPrecondition,
-                "OUT_OF_ORDER_SEQUENCE_NUMBER",
-                |e| e.is_sequence_refusal() && !e.is_retriable(),
-            ),
-            (Code::FailedPrecondition, "UNKNOWN_PRODUCER_ID", |e| {
-                e.is_sequence_refusal() && !e.is_retriable()
-            }),
-            (Code::FailedPrecondition, "INVALID_PRODUCER_EPOCH", |e| {
-                matches!(e, Error::ProducerFenced { .. }) && !e.is_retriable()
-            }),
-            (
-                Code::PermissionDenied,
-                "SOMETHING_NEW",
-                |e| matches!(e, Error::Status { code: Code::PermissionDenied, reason, .. } if reason == "SOMETHING_NEW"),
-            ),
-        ];
-        for (code, reason, check) in cases {
-            let e = Error::from_status(status(*code, reason, &[]));
-            assert!(check(&e), "{reason}: got {e:?}");
-            assert!(
-                std::error::Error::source(&e).is_some(),
-                "{reason} keeps its status"
-            );
-        }
-    }
-
-    #[test]
-    fn group_reasons_map_to_variants() {
-        type Check = fn(&Error) -> bool;
-        type Meta = &'static [(&'static str, &'static str)];
-        let cases: &[(Code, &str, Meta, Check)] = &[
-            (
-                Code::FailedPrecondition,
-                "NOT_COORDINATOR",
-                &[("coordinator_id", "2"), ("coordinator_address", "h:9")],
-                |e| {
-                    e.is_retriable()
-                        && matches!(e, Error::NotCoordinator {
-                            coordinator: Some(CoordinatorHint { id: 2, addr: Some(a) }), ..
-                        } if a == "h:9")
-                },
-            ),
-            (
-                Code::FailedPrecondition,
-                "NOT_COORDINATOR",
-                &[("coordinator_id", "2"), ("coordinator_address", "")],
-                |e| {
-                    matches!(
-                        e,
-                        Error::NotCoordinator {
-                            coordinator: Some(CoordinatorHint { id: 2, addr: None }),
-                            ..
-                        }
-                    )
-                },
-            ),
-            (Code::FailedPrecondition, "NOT_COORDINATOR", &[], |e| {
-                matches!(
-                    e,
-                    Error::NotCoordinator {
-                        coordinator: None,
-                        ..
-                    }
-                )
-            }),
-            (Code::Unavailable, "COORDINATOR_NOT_AVAILABLE", &[], |e| {
-                matches!(e, Error::CoordinatorNotAvailable { .. }) && e.is_retriable()
-            }),
-            (Code::NotFound, "GROUP_ID_NOT_FOUND", &[], |e| {
-                matches!(e, Error::GroupNotFound { .. }) && !e.is_retriable()
-            }),
-            (
-                Code::FailedPrecondition,
-                "GROUP_NOT_EMPTY",
-                &[("members", "3")],
-                |e| matches!(e, Error::GroupNotEmpty { members: 3, .. }) && !e.is_retriable(),
-            ),
-            (Code::NotFound, "UNKNOWN_MEMBER_ID", &[], |e| {
-                matches!(e, Error::UnknownMemberId { .. }) && e.is_member_lost()
-            }),
-            (
-                Code::FailedPrecondition,
-                "FENCED_MEMBER_EPOCH",
-                &[("member_epoch", "4"), ("current_epoch", "6")],
-                |e| {
-                    e.is_member_lost()
-                        && matches!(
-                            e,
-                            Error::FencedMemberEpoch {
-                                member_epoch: 4,
-                                current_epoch: 6,
-                                ..
-                            }
-                        )
-                },
-            ),
-            (
-                Code::FailedPrecondition,
-                "STALE_MEMBER_EPOCH",
-                &[("member_epoch", "4"), ("current_epoch", "5")],
-                |e| {
-                    !e.is_member_lost()
-                        && matches!(
-                            e,
-                            Error::StaleMemberEpoch {
-                                member_epoch: 4,
-                                current_epoch: 5,
-                                ..
-                            }
-                        )
-                },
-            ),
-            (
-                Code::FailedPrecondition,
-                "UNRELEASED_INSTANCE_ID",
-                &[],
-                |e| matches!(e, Error::UnreleasedInstanceId { .. }),
-            ),
-            (
-                Code::FailedPrecondition,
-                "PARTITION_NOT_ASSIGNED",
-                &[("topic", "t"), ("partition", "3")],
-                |e| matches!(e, Error::PartitionNotAssigned { topic, partition: 3, .. } if topic == "t"),
-            ),
-            (
-                Code::FailedPrecondition,
-                "OFFSET_BEHIND_COMMITTED",
-                &[
-                    ("topic", "t"),
-                    ("partition", "1"),
-                    ("offset", "5"),
-                    ("committed_offset", "9"),
-                ],
-                |e| {
-                    matches!(
-                        e,
-                        Error::OffsetBehindCommitted {
-                            partition: 1,
-                            offset: 5,
-                            committed: 9,
-                            ..
-                        }
-                    ) && !e.is_retriable()
-                },
-            ),
-            (
-                Code::InvalidArgument,
-                "INVALID_GROUP_ID",
-                &[("group_id", "a b")],
-                |e| matches!(e, Error::InvalidArgument { reason, .. } if reason == "INVALID_GROUP_ID"),
-            ),
-        ];
-        for (code, reason, meta, check) in cases {
-            let e = Error::from_status(status(*code, reason, meta));
-            assert!(check(&e), "{reason} {meta:?}: got {e:?}");
-            assert!(e.status().is_some(), "{reason} keeps its status");
-        }
-    }
-
-    #[test]
-    fn statuses_without_details_map_by_code() {
-        let e = Error::from_status(Status::unavailable("connection refused"));
-        assert!(matches!(e, Error::Transport { .. }) && e.is_retriable());
-        let e = Error::from_status(Status::invalid_argument("bad"));
-        assert!(matches!(e, Error::InvalidArgument { ref reason, .. } if reason.is_empty()));
-        assert!(!e.is_retriable());
-    }
-
-    #[test]
-    fn stream_errors_parse_like_statuses() {
-        let e = Error::from_stream_error(ErrorStatus {
-            code: Code::OutOfRange as i32,
-            message: "too far".into(),
-            reason: "OFFSET_OUT_OF_RANGE".into(),
-            metadata: [
-                ("log_start_offset".to_owned(), "0".to_owned()),
-                ("high_watermark".to_owned(), "7".to_owned()),
-            ]
-            .into(),
-        });
-        assert!(matches!(
-            e,
-            Error::OffsetOutOfRange {
-                start: 0,
-                end: 7,
-                ..
-            }
-        ));
-    }
-}
+mod tests;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cairn_batch::Record;
+use cairn_batch::{BatchBuilder, Record};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::accumulator::{Accumulator, Ack, Sealed};
@@ -57,6 +57,16 @@ pub struct ProducerConfig {
     /// Where keyless records go. Default [`Partitioning::Sticky`]. Keyed records always use
     /// Kafka's murmur2.
     pub partitioning: Partitioning,
+    /// With [`Partitioning::Sticky`], keyless records move to the next partition after this
+    /// many bytes of them went to one (or when its batch is sealed, whichever comes first).
+    /// Default 16 KiB, Kafka's `batch.size`, which drives the same switch (KIP-794): a burst
+    /// of small keyless records spreads over the partitions within a few hundred records.
+    pub sticky_bytes: usize,
+    /// Largest record the producer sends (key, value and headers encoded, as in a batch of its
+    /// own); a larger one fails at once with [`Error::RecordTooLarge`] and never travels.
+    /// Default 1 MiB, the broker's default `max_message_bytes` (Kafka's `max.request.size`).
+    /// Raise both together.
+    pub max_record_bytes: usize,
     /// Batches per partition sent on its `ProduceStream` before the first is answered.
     /// Default 5, and at most 5 with [`idempotence`](Self::idempotence), which keeps the order
     /// of `send` across retries. Without idempotence, a batch that fails with a retriable
@@ -77,6 +87,13 @@ pub struct ProducerConfig {
     /// Upper bound on the bytes of records sent but not yet answered; `send` waits for room.
     /// Default 64 MiB.
     pub buffer_bytes: usize,
+    /// How long a batch keeps being retried after a retriable failure (an unreachable or
+    /// restarting broker, `NOT_LEADER`, no leader yet, `NOT_ENOUGH_REPLICAS`, metadata not
+    /// available, a timeout), counted from when its sender got it (Kafka's
+    /// `delivery.timeout.ms`). Default 120 s: longer than a whole cluster's restart, so a
+    /// send rides it out. Errors that a retry cannot cure fail at once; with idempotence a
+    /// retried batch keeps its producer id and sequence, so it is written once.
+    pub delivery_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -86,9 +103,12 @@ impl Default for ProducerConfig {
             batch_bytes: 1 << 20,
             acks: Acks::All,
             partitioning: Partitioning::Sticky,
+            sticky_bytes: 16 << 10,
+            max_record_bytes: 1 << 20,
             max_in_flight: 5,
             buffer_bytes: 64 << 20,
             idempotence: true,
+            delivery_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -215,7 +235,8 @@ impl Producer {
         let producer_id = (config.idempotence && config.acks != Acks::None)
             .then(sender::SharedProducerId::default);
         let dispatcher = Dispatcher {
-            partitioner: Partitioner::new(config.partitioning),
+            partitioner: Partitioner::new(config.partitioning, config.sticky_bytes),
+            sizer: BatchBuilder::with_capacity(0),
             client,
             config,
             producer_id,
@@ -238,8 +259,11 @@ impl Producer {
     ///
     /// # Errors
     ///
-    /// The future yields the batch's error once the client's retries are spent:
-    /// [`Error::UnknownTopic`], [`Error::InvalidArgument`] (e.g. `RECORD_TOO_LARGE`),
+    /// The future yields [`Error::RecordTooLarge`] at once for a record over
+    /// [`ProducerConfig::max_record_bytes`]; otherwise the batch's error once it cannot be cured
+    /// by a retry, or once [`ProducerConfig::delivery_timeout`] has passed:
+    /// [`Error::UnknownTopic`], [`Error::InvalidArgument`] (e.g. `BATCH_TOO_LARGE` if
+    /// the topic's `max_message_bytes` is lower than the producer's limit),
     /// [`Error::NotEnoughReplicas`], [`Error::Transport`], ...; [`Error::ProducerClosed`] if the
     /// runtime shut the producer down first.
     pub fn send(
@@ -323,6 +347,8 @@ struct Dispatcher {
     client: Client,
     config: ProducerConfig,
     partitioner: Partitioner,
+    /// An empty batch, never written to: sizes a record as in a batch of its own.
+    sizer: BatchBuilder,
     /// The producer id shared by the partitions' senders, with idempotence.
     producer_id: Option<sender::SharedProducerId>,
     /// Topic → partition → its open batch and its sender task.
@@ -362,12 +388,26 @@ impl Dispatcher {
                 partition,
                 record,
                 ack,
-            } => match self.choose(&topic, partition, record.key.as_deref()).await {
-                Ok((partition, count)) => self.append(topic, partition, count, &record, ack),
-                Err(e) => {
-                    let _ = ack.tx.send(Err(e));
+            } => {
+                let size = self.sizer.record_size(&record);
+                match self
+                    .choose(&topic, partition, record.key.as_deref(), size)
+                    .await
+                {
+                    Ok((partition, _)) if size > self.config.max_record_bytes => {
+                        let _ = ack.tx.send(Err(Error::RecordTooLarge {
+                            topic,
+                            partition,
+                            size,
+                            max: self.config.max_record_bytes,
+                        }));
+                    }
+                    Ok((partition, count)) => self.append(topic, partition, count, &record, ack),
+                    Err(e) => {
+                        let _ = ack.tx.send(Err(e));
+                    }
                 }
-            },
+            }
             Command::Flush(done) => {
                 self.seal_all();
                 let mut waits = Vec::new();
@@ -391,6 +431,7 @@ impl Dispatcher {
         topic: &str,
         explicit: Option<u32>,
         key: Option<&[u8]>,
+        size: usize,
     ) -> Result<(u32, u32)> {
         let mut count = match self.client.cached_partition_count(topic) {
             Some(n) => n,
@@ -410,7 +451,7 @@ impl Dispatcher {
         if count == 0 {
             return Err(Error::unknown_topic(topic));
         }
-        Ok((self.partitioner.partition(topic, key, count), count))
+        Ok((self.partitioner.partition(topic, key, count, size), count))
     }
 
     fn append(&mut self, topic: String, partition: u32, count: u32, record: &Record, ack: Ack) {
@@ -421,8 +462,11 @@ impl Dispatcher {
                 self.client.clone(),
                 topic.clone(),
                 partition,
-                self.config.acks.into(),
-                self.config.max_in_flight,
+                sender::SenderConfig {
+                    acks: self.config.acks.into(),
+                    max_in_flight: self.config.max_in_flight,
+                    delivery_timeout: self.config.delivery_timeout,
+                },
                 self.producer_id.clone(),
             ),
         });

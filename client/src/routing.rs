@@ -37,13 +37,19 @@ impl Client {
     {
         let mut attempt = 0;
         loop {
-            let result = match self.leader_client(topic, partition).await {
-                Ok(c) => self.timed(call(c)).await,
+            let result = match self.leader_address(topic, partition).await {
+                Ok(addr) => match self.channel(&addr) {
+                    Ok(channel) => self
+                        .timed(call(self.broker_client(channel)))
+                        .await
+                        .map_err(|e| e.at_address(&addr)),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             let e = match result {
                 Ok(v) => return Ok(v),
-                Err(e) => e,
+                Err(e) => e.at_partition(topic, partition),
             };
             attempt += 1;
             if !self.should_retry(&e, attempt) {
@@ -96,7 +102,10 @@ impl Client {
             let mut last = None;
             for addr in &addresses {
                 let result = match self.channel(addr) {
-                    Ok(channel) => self.timed(call(channel)).await,
+                    Ok(channel) => self
+                        .timed(call(channel))
+                        .await
+                        .map_err(|e| e.at_address(addr)),
                     Err(e) => Err(e),
                 };
                 match result {

@@ -68,6 +68,9 @@ struct Entry {
     batch: Batch,
     acks: Vec<Ack>,
     attempts: u32,
+    /// When it reached the sender: retriable failures are retried until the delivery
+    /// timeout has passed since.
+    created: Instant,
     /// Idempotence: producer id, epoch and first sequence, fixed when the batch is first sent
     /// and kept across retries.
     stamp: Option<(i64, i16, i32)>,
@@ -89,6 +92,7 @@ impl Entry {
             batch: Batch::Open(sealed.builder),
             acks: sealed.acks,
             attempts: 0,
+            created: Instant::now(),
             stamp: None,
             unwritten: false,
         }
@@ -145,6 +149,15 @@ struct Stream {
     responses: Streaming<ProduceStreamResponse>,
 }
 
+/// A partition sender's settings, from the producer's config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SenderConfig {
+    pub acks: cairn_proto::v1::Acks,
+    pub max_in_flight: usize,
+    /// How long after it reached the sender a batch may still be retried.
+    pub delivery_timeout: std::time::Duration,
+}
+
 /// Spawns the sender task of `topic`/`partition`; it ends once the returned sender is dropped
 /// and every batch is answered. With `idempotence` (the producer's shared id), batches carry
 /// sequences and at most [`MAX_IN_FLIGHT_IDEMPOTENT`] are in flight.
@@ -152,20 +165,20 @@ pub(crate) fn spawn(
     client: Client,
     topic: String,
     partition: u32,
-    acks: cairn_proto::v1::Acks,
-    max_in_flight: usize,
+    config: SenderConfig,
     idempotence: Option<SharedProducerId>,
 ) -> mpsc::UnboundedSender<SenderMsg> {
     let (tx, rx) = mpsc::unbounded_channel();
     let max_in_flight = match idempotence {
-        Some(_) => max_in_flight.clamp(1, MAX_IN_FLIGHT_IDEMPOTENT),
-        None => max_in_flight.max(1),
+        Some(_) => config.max_in_flight.clamp(1, MAX_IN_FLIGHT_IDEMPOTENT),
+        None => config.max_in_flight.max(1),
     };
     let sender = Sender {
         client,
         topic,
         partition,
-        acks,
+        acks: config.acks,
+        delivery_timeout: config.delivery_timeout,
         max_in_flight,
         idempotence: idempotence.map(|shared| Idempotence {
             shared,
@@ -189,6 +202,8 @@ struct Sender {
     topic: String,
     partition: u32,
     acks: cairn_proto::v1::Acks,
+    /// How long a batch is retried after it reached this sender.
+    delivery_timeout: std::time::Duration,
     max_in_flight: usize,
     /// Sequences, when the producer is idempotent.
     idempotence: Option<Idempotence>,
@@ -511,6 +526,10 @@ impl Sender {
                 self.break_sequence(&e);
             }
             entry.attempts < self.client.config().retries
+        } else if e.is_retriable() {
+            // A broker or the whole cluster restarting, a failover: ride it out until the
+            // delivery timeout, not a fixed number of attempts.
+            entry.created.elapsed() < self.delivery_timeout
         } else {
             self.client.should_retry(&e, entry.attempts)
         };

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_client::{
-    Client, ConsumerConfig, Error, ProducerConfig, ProducerRecord, SeekTo, partition_for_key,
+    Client, ConsumerConfig, Error, OffsetReset, ProducerConfig, ProducerRecord, SeekTo,
+    partition_for_key,
 };
 use cairn_proto::v1::broker_server::{Broker, BrokerServer};
 use cairn_proto::v1::position::Position as PositionKind;
@@ -248,6 +249,7 @@ impl Broker for Fake {
                     .collect(),
             }],
             controller_id: 1,
+            metadata_index: 1,
         }))
     }
 }
@@ -356,20 +358,93 @@ async fn errors_surface_per_record() {
         .unwrap_err();
     assert!(matches!(e, Error::UnknownPartition { .. }), "{e:?}");
 
-    let mut consumer = client.consumer(ConsumerConfig::default());
+    let mut consumer = client.consumer(ConsumerConfig::default().offset_reset(OffsetReset::Error));
     consumer.seek("t", 0, SeekTo::Offset(100)).await.unwrap();
     let e = consumer.next_batch().await.unwrap_err();
+    // The fake, like an older broker, names neither partition nor offset: the client does.
     assert!(
         matches!(
             e,
             Error::OffsetOutOfRange {
+                ref topic,
+                partition: 0,
+                offset: 100,
                 start: 0,
                 end: 0,
+                ..
+            } if topic == "t"
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("offset 100"), "{e}");
+    assert!(e.to_string().contains("t-0"), "{e}");
+}
+
+#[tokio::test]
+async fn oversized_records_fail_before_sending() {
+    let (fake, client) = start().await;
+    let producer = client.producer(ProducerConfig::default());
+    let e = producer
+        .send(ProducerRecord::new("t", vec![0u8; 2 << 20]).partition(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::RecordTooLarge {
+                partition: 1,
+                max: 1_048_576,
                 ..
             }
         ),
         "{e:?}"
     );
+    assert!(e.to_string().contains("1048576"), "{e}");
+    assert_eq!(
+        fake.0.requests.load(Ordering::Relaxed),
+        0,
+        "nothing was sent"
+    );
+    // The producer goes on.
+    let ok = producer.send(ProducerRecord::new("t", "small").partition(1));
+    assert_eq!(ok.await.unwrap().offset, 0);
+}
+
+#[tokio::test]
+async fn end_of_partition_is_reported_once_per_end() {
+    let (_fake, client) = start().await;
+    let producer = client.producer(ProducerConfig::default());
+    for i in 0..3 {
+        producer
+            .send(ProducerRecord::new("t", format!("v{i}")).partition(0))
+            .await
+            .unwrap();
+    }
+    let mut consumer = client.consumer(ConsumerConfig::default().partition_eof(true));
+    consumer.assign("t", [0]);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match consumer.next().await.expect("assigned") {
+            Ok(r) => seen.push(format!("{}", r.offset)),
+            Err(Error::PartitionEof {
+                topic,
+                partition,
+                offset,
+            }) => seen.push(format!("eof {topic}-{partition}@{offset}")),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(seen, ["0", "1", "2", "eof t-0@3"]);
+    // Once per end: a new record, then a new notice.
+    producer
+        .send(ProducerRecord::new("t", "v3").partition(0))
+        .await
+        .unwrap();
+    assert_eq!(consumer.next().await.unwrap().unwrap().offset, 3);
+    assert!(matches!(
+        consumer.next().await.unwrap(),
+        Err(Error::PartitionEof { offset: 4, .. })
+    ));
 }
 
 #[tokio::test]

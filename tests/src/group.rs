@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cairn_proto::v1::admin_client::AdminClient;
@@ -32,10 +32,10 @@ pub fn fast_config(groups_extra: &str) -> String {
 #[derive(Debug)]
 pub struct GroupMember {
     child: Option<Child>,
-    /// Every stdout line so far.
-    stdout: Arc<Mutex<Vec<String>>>,
-    /// Every stderr line so far.
-    stderr: Arc<Mutex<Vec<String>>>,
+    /// Every stdout line so far, with when it arrived.
+    stdout: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// Every stderr line so far, with when it arrived.
+    stderr: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl GroupMember {
@@ -103,22 +103,48 @@ impl GroupMember {
         Ok(())
     }
 
+    /// Whether the process still runs (it has not exited on its own, nor been killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The records printed so far: (partition, offset, value).
     pub fn records(&self) -> Vec<(u32, i64, String)> {
+        self.timed_records()
+            .into_iter()
+            .map(|(_, p, o, v)| (p, o, v))
+            .collect()
+    }
+
+    /// The records printed so far, with when each line arrived: (arrival, partition, offset,
+    /// value).
+    pub fn timed_records(&self) -> Vec<(Instant, u32, i64, String)> {
         lock(&self.stdout)
             .iter()
-            .filter_map(|line| {
+            .filter_map(|(at, line)| {
                 let mut parts = line.splitn(3, ' ');
                 let p = parts.next()?.parse().ok()?;
                 let o = parts.next()?.parse().ok()?;
-                Some((p, o, parts.next()?.to_owned()))
+                Some((*at, p, o, parts.next()?.to_owned()))
             })
             .collect()
     }
 
     /// Everything printed on stderr so far.
     pub fn stderr(&self) -> String {
-        lock(&self.stderr).join("\n")
+        self.stderr_since(None)
+    }
+
+    /// What was printed on stderr at or after `since` (everything with `None`).
+    pub fn stderr_since(&self, since: Option<Instant>) -> String {
+        lock(&self.stderr)
+            .iter()
+            .filter(|(at, _)| since.is_none_or(|s| *at >= s))
+            .map(|(_, line)| line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -128,11 +154,11 @@ impl Drop for GroupMember {
     }
 }
 
-fn collect(pipe: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+fn collect(pipe: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<(Instant, String)>>>) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            lock(&into).push(line);
+            lock(&into).push((Instant::now(), line));
         }
     });
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cairn_client::{
-    Client, GroupConsumer, GroupConsumerConfig, GroupEvent, GroupState, NewTopic, ProducerConfig,
-    ProducerRecord, ResetPolicy, TopicPartition,
+    Client, GroupConsumer, GroupConsumerConfig, GroupEvent, GroupState, NewTopic, OffsetReset,
+    ProducerConfig, ProducerRecord, TopicPartition,
 };
 use cairn_tests::{TestBroker, cairn_bin, run_cli};
 use futures::StreamExt;
@@ -66,7 +66,7 @@ impl Member {
     fn new(client: &Client, name: &'static str, group: &str, topic: &str) -> Self {
         let mut consumer = client.group_consumer(
             GroupConsumerConfig::new(group)
-                .offset_reset(ResetPolicy::Earliest)
+                .offset_reset(OffsetReset::Earliest)
                 .auto_commit(Some(Duration::from_millis(300)))
                 .session_timeout(Duration::from_secs(3)),
         );
@@ -368,7 +368,7 @@ fn cli_members_commit_what_they_print_and_seek_waits_for_an_empty_group() {
             args.push("--dry-run");
         }
         let e = refused(&broker, &args);
-        assert!(e.contains("not empty"), "dry run {dry}: {e}");
+        assert!(e.contains("active member"), "dry run {dry}: {e}");
     }
     // SIGTERM: it commits, leaves and exits cleanly.
     let status = Command::new("kill")
@@ -442,7 +442,7 @@ fn cli_members_commit_what_they_print_and_seek_waits_for_an_empty_group() {
     // Deleted, the group is gone.
     ok(&broker, &["group", "delete", "readers"]);
     let e = refused(&broker, &["group", "describe", "readers"]);
-    assert!(e.contains("not found"), "{e}");
+    assert!(e.contains("does not exist"), "{e}");
     let (list, _) = ok(&broker, &["group", "list", "--format", "json"]);
     assert_eq!(list.trim(), "[]");
 }

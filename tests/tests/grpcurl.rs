@@ -110,6 +110,26 @@ fn grpcurl_1_8_lists_describes_produces_and_fetches_text() {
     assert!(fetched.contains("\"keyText\": \"k\""), "{fetched}");
     assert!(fetched.contains("\"highWatermark\": \"1\""), "{fetched}");
 
+    // ListOffsets by time answers the exact record inside a batch, as Kafka does: one
+    // Produce request is one batch, stamped 1000, 2000, 3000.
+    ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"topic":"greetings","partition":1,"records":[{"valueText":"a","timestampMs":"1000"},{"valueText":"b","timestampMs":"2000"},{"valueText":"c","timestampMs":"3000"}]}"#,
+            "cairn.v1.Broker/Produce",
+        ],
+    );
+    let listed = ok(
+        &broker,
+        &[
+            "-d",
+            r#"{"topic":"greetings","partitions":[1],"position":{"timestampMs":"1500"}}"#,
+            "cairn.v1.Broker/ListOffsets",
+        ],
+    );
+    assert!(listed.contains("\"offset\": \"1\""), "{listed}");
+
     // A structured error: code NotFound (grpcurl exits 64 + 5) with a readable ErrorInfo.
     let missing = call(
         &broker,

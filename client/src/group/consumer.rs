@@ -3,9 +3,10 @@
 //! [`Consumer`], tracks how far the application got, and commits it.
 //!
 //! Everything happens when the stream is polled (or in [`GroupConsumer::commit`] and
-//! [`GroupConsumer::close`]): one step at a time, at most one call (a commit, or the lookup of
-//! where new partitions start) outstanding, kept in the consumer so that dropping a `next()`
-//! future loses nothing.
+//! [`GroupConsumer::close`]): one step at a time, with the lookup of where new partitions start
+//! waited for, and commits running in the background (`committer`): handing out records never
+//! waits on the coordinator. Calls in progress are kept in the consumer so that dropping a
+//! `next()` future loses nothing.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
@@ -18,12 +19,13 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
+use super::committer::{CommitFailure, Committer};
 use super::coordinator::Start;
 use super::heartbeat::{self, Command, Identity, LEAVE_WAIT, SharedIdentity, Update};
 use super::progress::{Progress, diff};
-use super::{Coordinator, GroupConsumerConfig, GroupEvent, ResetPolicy, TopicPartition};
+use super::{Coordinator, GroupConsumerConfig, GroupEvent, TopicPartition};
 use crate::client::Client;
-use crate::consumer::{Consumer, ConsumerConfig, OffsetReset};
+use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 
 /// A member of a consumer group: subscribe, then read its [`GroupEvent`]s as a [`Stream`].
@@ -50,8 +52,10 @@ pub struct GroupConsumer {
     events: VecDeque<GroupEvent>,
     /// Partitions whose `Revoked` went out: committed (auto) and released at the next poll.
     revoking: Option<BTreeSet<TopicPartition>>,
-    /// The call in progress, if any.
+    /// The lookup of where new partitions start, if one is in progress: waited for.
     op: Option<Op>,
+    /// The commit running in the background, and the revoked partitions waiting for it.
+    committer: Committer,
     /// The next auto-commit; `None` without auto-commit or before subscribing.
     auto_commit: Option<Pin<Box<Sleep>>>,
     /// The membership failed for good: the stream has ended.
@@ -76,38 +80,13 @@ struct MemberTask {
     updates: mpsc::UnboundedReceiver<Update>,
 }
 
-/// A call the stream waits for before anything else.
-enum Op {
-    /// Committing offsets; then releasing `release`, if given, whatever the outcome.
-    Commit {
-        call: BoxFuture<'static, Result<Vec<(TopicPartition, i64)>>>,
-        release: Option<BTreeSet<TopicPartition>>,
-    },
-    /// Looking up where newly assigned partitions start.
-    Start(BoxFuture<'static, Result<Vec<Start>>>),
-}
-
-/// A finished [`Op`].
-enum Done {
-    Committed {
-        result: Result<Vec<(TopicPartition, i64)>>,
-        release: Option<BTreeSet<TopicPartition>>,
-    },
-    Started(Result<Vec<Start>>),
-}
+/// A call the stream waits for before anything else: looking up where newly assigned
+/// partitions start.
+struct Op(BoxFuture<'static, Result<Vec<Start>>>);
 
 impl Op {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
-        match self {
-            Op::Commit { call, release } => {
-                let result = ready!(call.poll_unpin(cx));
-                Poll::Ready(Done::Committed {
-                    result,
-                    release: release.take(),
-                })
-            }
-            Op::Start(call) => call.poll_unpin(cx).map(Done::Started),
-        }
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<Start>>> {
+        self.0.poll_unpin(cx)
     }
 }
 
@@ -118,10 +97,8 @@ impl Client {
         let fetcher = self.consumer(ConsumerConfig {
             max_wait: config.max_wait,
             max_bytes: config.max_bytes,
-            auto_offset_reset: match config.offset_reset {
-                ResetPolicy::Earliest => OffsetReset::Earliest,
-                ResetPolicy::Latest => OffsetReset::Latest,
-            },
+            offset_reset: config.offset_reset,
+            partition_eof: config.partition_eof,
             ..ConsumerConfig::default()
         });
         GroupConsumer {
@@ -136,6 +113,7 @@ impl Client {
             events: VecDeque::new(),
             revoking: None,
             op: None,
+            committer: Committer::default(),
             auto_commit: None,
             failed: false,
         }
@@ -194,8 +172,8 @@ impl GroupConsumer {
         self.progress.owned().into_iter().collect()
     }
 
-    /// The offset after the last record handed out from `topic`/`partition` (what a commit
-    /// would store), if owned.
+    /// What a commit of `topic`/`partition` would store, if owned: the offset after the last
+    /// record handed out, or with [`GroupConsumerConfig::auto_store`] off, the offset stored.
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
         self.progress.position(topic, partition)
     }
@@ -221,12 +199,91 @@ impl GroupConsumer {
     ///
     /// Cancel safe: a cancelled commit may or may not have been stored, and the next commit
     /// sends the same positions or later ones.
+    ///
+    /// This waits for the coordinator; [`GroupConsumer::commit_in_background`] does not.
     pub async fn commit(&mut self) -> Result<()> {
         self.settle().await;
         if self.failed {
             return Err(Error::GroupConsumerClosed);
         }
         let offsets = self.progress.uncommitted(None);
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let committed = Arc::clone(&self.coordinator)
+            .commit(Arc::clone(&self.identity), offsets)
+            .await?;
+        self.progress.committed(&committed);
+        Ok(())
+    }
+
+    /// Starts a commit of every owned partition's position (as [`GroupConsumer::commit`]) and
+    /// returns at once: the commit runs while the stream is polled, which goes on handing out
+    /// records meanwhile. A commit that fails is reported by the stream as
+    /// [`GroupEvent::CommitFailed`]. If a commit is already running, another one follows it
+    /// with the positions of then.
+    pub fn commit_in_background(&mut self) {
+        if self.failed {
+            return;
+        }
+        if self.committer.is_running() {
+            self.committer.want();
+        } else {
+            self.start_commit();
+        }
+    }
+
+    /// Stores, per partition, the offset after the last record the application finished
+    /// (Kafka's `store_offsets`): what the next commit, by hand or automatic, stores. Meant for
+    /// [`GroupConsumerConfig::auto_store`] off, when records are processed elsewhere. An offset
+    /// behind the partition's stored one is ignored (stored offsets only move forward).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PartitionNotAssigned`] for a partition this member does not own (the others
+    /// are stored).
+    pub fn store_offsets(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> Result<()> {
+        let mut refused = None;
+        for (tp, next) in offsets {
+            if !self.progress.store(&tp, next) {
+                refused.get_or_insert(tp);
+            }
+        }
+        match refused {
+            Some(tp) => Err(Error::PartitionNotAssigned {
+                topic: tp.topic,
+                partition: tp.partition,
+                status: None,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits the given offsets now (rdkafka's `commit(tpl)`): for each partition, the
+    /// offset after the last record the application finished. They are stored first (see
+    /// [`GroupConsumer::store_offsets`]), so a later automatic commit does not move them back.
+    ///
+    /// # Errors
+    ///
+    /// As [`GroupConsumer::store_offsets`] (nothing is committed then), and as
+    /// [`GroupConsumer::commit`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`GroupConsumer::commit`].
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> Result<()> {
+        self.settle().await;
+        if self.failed {
+            return Err(Error::GroupConsumerClosed);
+        }
+        let offsets: Vec<(TopicPartition, i64)> = offsets.into_iter().collect();
+        self.store_offsets(offsets.iter().cloned())?;
         if offsets.is_empty() {
             return Ok(());
         }
@@ -267,15 +324,19 @@ impl GroupConsumer {
             .clone()
     }
 
-    /// Finishes the call in progress and applies what the heartbeat task reported, so that a
+    /// Finishes the calls in progress and applies what the heartbeat task reported, so that a
     /// commit never names a partition already known lost.
     async fn settle(&mut self) {
         if let Some(op) = self.op.as_mut() {
             let done = futures::future::poll_fn(|cx| op.poll(cx)).await;
             self.op = None;
-            if let Err(e) = self.finish(done) {
+            if let Err(e) = self.started(done) {
                 tracing::debug!(group = self.config.group_id, error = %e, "starting partitions failed; retried on the next poll");
             }
+        }
+        while self.committer.is_running() {
+            let outcome = futures::future::poll_fn(|cx| self.committer.poll(cx)).await;
+            self.commit_finished(outcome);
         }
         loop {
             let update = match self.member.as_mut().map(|m| m.updates.try_recv()) {
@@ -299,10 +360,14 @@ impl GroupConsumer {
             if self.failed {
                 return Poll::Ready(None);
             }
+            if let Poll::Ready(outcome) = self.committer.poll(cx) {
+                self.commit_finished(outcome);
+                continue;
+            }
             if let Some(op) = self.op.as_mut() {
                 let done = ready!(op.poll(cx));
                 self.op = None;
-                if let Err(e) = self.finish(done) {
+                if let Err(e) = self.started(done) {
                     return Poll::Ready(Some(Err(e)));
                 }
                 continue;
@@ -327,10 +392,20 @@ impl GroupConsumer {
             }
             return match self.fetcher.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(record))) => {
-                    self.progress
-                        .delivered(&record.topic, record.partition, record.offset);
+                    if self.config.auto_store {
+                        self.progress
+                            .delivered(&record.topic, record.partition, record.offset);
+                    }
                     Poll::Ready(Some(Ok(GroupEvent::Record(record))))
                 }
+                Poll::Ready(Some(Err(Error::PartitionEof {
+                    topic,
+                    partition,
+                    offset,
+                }))) => Poll::Ready(Some(Ok(GroupEvent::PartitionEof {
+                    partition: TopicPartition::new(topic, partition),
+                    offset,
+                }))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 // Nothing owned, or nothing fetched yet: the heartbeat task, the fetches and
                 // the auto-commit timer wake this task.
@@ -379,6 +454,7 @@ impl GroupConsumer {
             self.fetcher.unassign(&tp.topic, [tp.partition]);
         }
         self.revoking = None;
+        self.committer.forget_waiting();
         self.target.clear();
         self.losses += 1;
         self.report_owned();
@@ -396,12 +472,17 @@ impl GroupConsumer {
             self.fetcher.unassign(&tp.topic, [tp.partition]);
         }
         self.revoking = None;
+        self.committer.forget_waiting();
     }
 
     /// Takes the next step towards the target: revoke what is no longer assigned, else start
     /// what is newly assigned. Returns whether it did anything.
     fn reconcile(&mut self) -> bool {
-        let steps = diff(&self.progress.owned(), &self.target);
+        let mut steps = diff(&self.progress.owned(), &self.target);
+        // Revoked already, waiting for their commit before they are released.
+        steps
+            .revoke
+            .retain(|tp| !self.committer.releasing().contains(tp));
         if !steps.revoke.is_empty() {
             for tp in &steps.revoke {
                 self.fetcher.unassign(&tp.topic, [tp.partition]);
@@ -412,7 +493,7 @@ impl GroupConsumer {
             return true;
         }
         if !steps.assign.is_empty() {
-            self.op = Some(Op::Start(Box::pin(
+            self.op = Some(Op(Box::pin(
                 Arc::clone(&self.coordinator).starts(self.config.offset_reset, steps.assign),
             )));
             return true;
@@ -420,27 +501,74 @@ impl GroupConsumer {
         false
     }
 
-    /// Releases revoked partitions: commits them first with auto-commit.
+    /// Releases revoked partitions once the commit carrying their positions finished: the
+    /// one running (a commit the application started after `Revoked`, say), or with
+    /// auto-commit a new one; without either, at once.
     fn release(&mut self, revoked: BTreeSet<TopicPartition>) {
-        if self.config.auto_commit.is_some() {
-            let offsets = self.progress.uncommitted(Some(&revoked));
-            if !offsets.is_empty() {
-                self.op = Some(Op::Commit {
-                    call: self.commit_call(offsets),
-                    release: Some(revoked),
-                });
-                return;
+        self.committer.release_later(revoked);
+        if self.committer.is_running() {
+            if self.config.auto_commit.is_some() {
+                self.committer.want();
+            }
+        } else if self.config.auto_commit.is_some() {
+            // Only the revoked partitions: their release waits for nothing else.
+            let revoked = self.committer.releasing().clone();
+            self.start_commit_of(Some(&revoked));
+        } else {
+            self.release_waiting();
+        }
+    }
+
+    fn release_waiting(&mut self) {
+        let revoked = self.committer.take_releasing();
+        if !revoked.is_empty() {
+            self.progress.remove(&revoked);
+            self.report_owned();
+        }
+    }
+
+    /// Starts a background commit of every owned partition's position, if any moved; with
+    /// nothing to commit, releases what waited for a commit.
+    fn start_commit(&mut self) {
+        self.start_commit_of(None);
+    }
+
+    /// [`Self::start_commit`] of the partitions in `only`, when given.
+    fn start_commit_of(&mut self, only: Option<&BTreeSet<TopicPartition>>) {
+        let offsets = self.progress.uncommitted(only);
+        if offsets.is_empty() {
+            self.release_waiting();
+            return;
+        }
+        let call = Box::pin(
+            Arc::clone(&self.coordinator).commit(Arc::clone(&self.identity), offsets.clone()),
+        );
+        self.committer.start(call, offsets);
+    }
+
+    /// Applies a finished background commit, then starts the one asked for meanwhile or
+    /// releases what waited for it.
+    fn commit_finished(
+        &mut self,
+        outcome: std::result::Result<Vec<(TopicPartition, i64)>, CommitFailure>,
+    ) {
+        match outcome {
+            Ok(offsets) => self.progress.committed(&offsets),
+            // Not fatal: the positions stay uncommitted and go with the next commit (or, for a
+            // revoked partition, the next owner reads them again).
+            Err(failure) => {
+                tracing::warn!(group = self.config.group_id, %failure, "commit failed");
+                self.events.push_back(GroupEvent::CommitFailed(failure));
             }
         }
-        self.release_now(&revoked);
+        if self.committer.take_wanted() {
+            self.start_commit();
+        } else {
+            self.release_waiting();
+        }
     }
 
-    fn release_now(&mut self, revoked: &BTreeSet<TopicPartition>) {
-        self.progress.remove(revoked);
-        self.report_owned();
-    }
-
-    /// Starts an auto-commit if one is due and there is something to commit.
+    /// Starts an auto-commit if one is due (after the running one, if any).
     fn auto_commit_due(&mut self, cx: &mut Context<'_>) -> bool {
         let (Some(timer), Some(every)) = (self.auto_commit.as_mut(), self.config.auto_commit)
         else {
@@ -452,56 +580,25 @@ impl GroupConsumer {
         timer.as_mut().reset(Instant::now() + every);
         // Registers the wake-up for the new deadline.
         let _ = timer.as_mut().poll(cx);
-        let offsets = self.progress.uncommitted(None);
-        if offsets.is_empty() {
-            return false;
-        }
-        self.op = Some(Op::Commit {
-            call: self.commit_call(offsets),
-            release: None,
-        });
+        self.commit_in_background();
+        // Back to the top of the step, which polls the new commit (registering its wake-up).
         true
     }
 
-    fn commit_call(
-        &self,
-        offsets: Vec<(TopicPartition, i64)>,
-    ) -> BoxFuture<'static, Result<Vec<(TopicPartition, i64)>>> {
-        Box::pin(Arc::clone(&self.coordinator).commit(Arc::clone(&self.identity), offsets))
-    }
-
-    /// Applies a finished call.
-    fn finish(&mut self, done: Done) -> Result<()> {
-        match done {
-            Done::Committed { result, release } => {
-                match result {
-                    Ok(offsets) => self.progress.committed(&offsets),
-                    // Not fatal: the positions stay uncommitted and go with the next commit
-                    // (or, for a revoked partition, the next owner reads them again).
-                    Err(e) => {
-                        tracing::warn!(group = self.config.group_id, error = %e, "auto-commit failed");
-                    }
-                }
-                if let Some(revoked) = release {
-                    self.release_now(&revoked);
-                }
-                Ok(())
-            }
-            Done::Started(Ok(starts)) => {
-                let mut assigned = Vec::with_capacity(starts.len());
-                for s in starts {
-                    self.fetcher.seek_to(&s.tp.topic, s.tp.partition, s.next);
-                    self.progress.start(&s.tp, s.next, s.committed);
-                    assigned.push(s.tp);
-                }
-                assigned.sort();
-                self.report_owned();
-                self.events.push_back(GroupEvent::Assigned(assigned));
-                Ok(())
-            }
-            // The target still differs, so the next poll tries again.
-            Done::Started(Err(e)) => Err(e),
+    /// Applies a finished lookup of where new partitions start.
+    fn started(&mut self, done: Result<Vec<Start>>) -> Result<()> {
+        // On error the target still differs, so the next poll tries again.
+        let starts = done?;
+        let mut assigned = Vec::with_capacity(starts.len());
+        for s in starts {
+            self.fetcher.seek_to(&s.tp.topic, s.tp.partition, s.next);
+            self.progress.start(&s.tp, s.next, s.committed);
+            assigned.push(s.tp);
         }
+        assigned.sort();
+        self.report_owned();
+        self.events.push_back(GroupEvent::Assigned(assigned));
+        Ok(())
     }
 
     /// Tells the heartbeat task what is owned now; it heartbeats at once if that changed.

@@ -19,8 +19,9 @@ use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use super::heartbeat::{Identity, SharedIdentity};
-use super::{ResetPolicy, TopicPartition, by_topic};
+use super::{TopicPartition, by_topic};
 use crate::client::{Client, SeekTo, normalize};
+use crate::consumer::OffsetReset;
 use crate::error::{Error, Result};
 
 /// How many times a commit refused with `STALE_MEMBER_EPOCH` is tried again, each after the
@@ -88,6 +89,43 @@ impl Coordinator {
         Ok(addr)
     }
 
+    /// The coordinator's address, cached or asked of each broker in turn with `deadline` per
+    /// call, so a dead or stopped broker costs at most that: for the heartbeat task, which
+    /// must find a new coordinator well within a session. A broker that says the coordinator
+    /// is not available (no leader yet, or itself cut off) passes the question to the next.
+    ///
+    /// # Errors
+    ///
+    /// The last broker's answer when none named the coordinator.
+    pub async fn find_within(&self, deadline: std::time::Duration) -> Result<String> {
+        if let Some(addr) = self.cached() {
+            return Ok(addr);
+        }
+        let request = FindCoordinatorRequest {
+            group_id: self.group.clone(),
+        };
+        let mut last = None;
+        for broker in self.client.any_addresses() {
+            let mut groups = self.client.groups_client(self.client.channel(&broker)?);
+            let e = match tokio::time::timeout(deadline, groups.find_coordinator(request.clone()))
+                .await
+            {
+                Ok(Ok(found)) => {
+                    let addr = normalize(&found.into_inner().address);
+                    *self.address.lock().expect("coordinator lock poisoned") = Some(addr.clone());
+                    return Ok(addr);
+                }
+                Ok(Err(status)) => Error::from_status(status),
+                Err(_) => Error::Timeout(deadline),
+            };
+            if !e.is_retriable() {
+                return Err(e);
+            }
+            last = Some(e);
+        }
+        Err(last.expect("the broker list is never empty: bootstrap is checked"))
+    }
+
     fn cached(&self) -> Option<String> {
         self.address
             .lock()
@@ -131,7 +169,25 @@ impl Coordinator {
     /// # Errors
     ///
     /// The call's error when it is not retriable or the retries are spent.
-    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T>
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: FnMut(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+    {
+        self.call_within(self.client.config().request_timeout, call)
+            .await
+    }
+
+    /// [`Coordinator::call`] with `deadline` on each attempt.
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::call`].
+    pub async fn call_within<T, F, Fut>(
+        &self,
+        deadline: std::time::Duration,
+        mut call: F,
+    ) -> Result<T>
     where
         F: FnMut(GroupsClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<Response<T>, Status>>,
@@ -139,7 +195,11 @@ impl Coordinator {
         let mut attempt = 0;
         loop {
             let result = match self.groups().await {
-                Ok(c) => self.client.timed(call(c)).await,
+                Ok(c) => match tokio::time::timeout(deadline, call(c)).await {
+                    Ok(Ok(response)) => Ok(response.into_inner()),
+                    Ok(Err(status)) => Err(Error::from_status(status)),
+                    Err(_) => Err(Error::Timeout(deadline)),
+                },
                 Err(e) => Err(e),
             };
             let e = match result {
@@ -185,8 +245,12 @@ impl Coordinator {
             .collect();
         let mut attempt = 0;
         loop {
-            let Identity { member_id, epoch } =
-                identity.lock().expect("identity lock poisoned").clone();
+            let Identity {
+                member_id,
+                epoch,
+                call_timeout,
+            } = identity.lock().expect("identity lock poisoned").clone();
+            let deadline = call_timeout.unwrap_or(self.client.config().request_timeout);
             let request = CommitOffsetsRequest {
                 group_id: self.group().to_owned(),
                 member_id,
@@ -194,7 +258,7 @@ impl Coordinator {
                 offsets: commits.clone(),
             };
             let result = self
-                .call(|mut c| {
+                .call_within(deadline, |mut c| {
                     let request = request.clone();
                     async move { c.commit_offsets(request).await }
                 })
@@ -217,7 +281,7 @@ impl Coordinator {
     /// `FetchOffsets` or `ListOffsets` errors after the retries.
     pub async fn starts(
         self: Arc<Self>,
-        reset: ResetPolicy,
+        reset: OffsetReset,
         partitions: BTreeSet<TopicPartition>,
     ) -> Result<Vec<Start>> {
         let request = FetchOffsetsRequest {
@@ -249,8 +313,17 @@ impl Coordinator {
             }
         }
         let at = match reset {
-            ResetPolicy::Earliest => SeekTo::Earliest,
-            ResetPolicy::Latest => SeekTo::Latest,
+            OffsetReset::Earliest => SeekTo::Earliest,
+            OffsetReset::Latest => SeekTo::Latest,
+            OffsetReset::Error => match missing.iter().next() {
+                Some((topic, parts)) => {
+                    return Err(Error::NoOffset {
+                        topic: topic.clone(),
+                        partition: parts[0],
+                    });
+                }
+                None => SeekTo::Latest,
+            },
         };
         for (topic, parts) in missing {
             for o in self.client().list_offsets(&topic, &parts, at).await? {

@@ -6,6 +6,11 @@
 //! It runs on its own so that heartbeats keep going while the application is busy with a
 //! record: a slow application keeps its partitions; only a revocation waits for it.
 //!
+//! A coordinator that dies, stops or is cut off is noticed within about one heartbeat interval
+//! (every call has [`Membership::call_timeout`] as its deadline), and the member goes looking
+//! for the new one at once, then with a backoff capped at the heartbeat interval, keeping its
+//! member id, epoch and partitions: only a coordinator's refusal loses them.
+//!
 //! It ends when the member left (or its leave went unanswered for [`LEAVE_WAIT`]), when the
 //! consumer is dropped (it then leaves, best effort), or after a fatal refusal.
 
@@ -60,6 +65,10 @@ pub(crate) enum Update {
 pub(crate) struct Identity {
     pub member_id: String,
     pub epoch: i32,
+    /// The deadline of one call to the coordinator ([`Membership::call_timeout`]), once the
+    /// heartbeat task knows it: commits use it too, so one to a stopped coordinator is given
+    /// up (and retried at the new one) within about a heartbeat interval.
+    pub call_timeout: Option<Duration>,
 }
 
 pub(crate) type SharedIdentity = Arc<Mutex<Identity>>;
@@ -115,6 +124,7 @@ pub(crate) fn spawn(
     *identity.lock().expect("identity lock poisoned") = Identity {
         member_id: member_id.clone(),
         epoch: 0,
+        call_timeout: None,
     };
     let membership = Membership::new(
         config.group_id.clone(),
@@ -194,17 +204,18 @@ impl Heartbeat {
         }
     }
 
-    /// Waits for the stream to open, a command, or the session to run out.
+    /// Waits for the stream to open, or a command.
     async fn step_disconnected(&mut self) -> Next {
-        let connect = self
-            .connecting
-            .get_or_insert_with(|| Box::pin(connect(Arc::clone(&self.coordinator), self.retry_at)));
-        let session = self.membership.session_deadline().map(Instant::from_std);
+        let deadline = self.membership.call_timeout();
+        let connect = self.connecting.get_or_insert_with(|| {
+            Box::pin(connect(
+                Arc::clone(&self.coordinator),
+                self.retry_at,
+                deadline,
+            ))
+        });
         tokio::select! {
             command = self.commands.recv() => self.command(command),
-            () = sleep_until(session.unwrap_or_else(Instant::now)), if session.is_some() => {
-                self.tick()
-            }
             result = connect => {
                 self.connecting = None;
                 match result {
@@ -267,7 +278,10 @@ impl Heartbeat {
                     Outcome::Retry(e) => {
                         self.failures += 1;
                         tracing::warn!(group = self.coordinator.group(), error = %e, "heartbeat refused; retrying");
-                        let backoff = self.coordinator.client().config().backoff(self.failures);
+                        // At least a moment: the same coordinator refused the same heartbeat.
+                        let backoff = self
+                            .retry_delay()
+                            .max(self.coordinator.client().config().retry_backoff);
                         self.membership.hold((Instant::now() + backoff).into_std());
                         Next::Continue
                     }
@@ -289,7 +303,7 @@ impl Heartbeat {
                 Next::Reconnect(if hinted {
                     Duration::ZERO
                 } else {
-                    self.coordinator.client().config().backoff(self.failures)
+                    self.retry_delay()
                 })
             }
             None => {
@@ -299,28 +313,28 @@ impl Heartbeat {
                 // The coordinator ended the stream (it is shutting down, say): find it again.
                 self.coordinator.reset();
                 self.failures += 1;
-                Next::Reconnect(self.coordinator.client().config().backoff(self.failures))
+                Next::Reconnect(self.retry_delay())
             }
         }
     }
 
     fn tick(&mut self) -> Next {
         let now = Instant::now().into_std();
-        if let Some(Outcome::Lost) = self.membership.on_tick(now) {
-            tracing::warn!(
-                group = self.coordinator.group(),
-                "no heartbeat answer for a session timeout: partitions lost; rejoining"
-            );
-            self.publish_identity();
-            let _ = self.updates.send(Update::Lost);
-            return Next::Reconnect(Duration::ZERO);
-        }
         if self.membership.answer_overdue(now) {
+            // Dead, stopped or cut off: look for the coordinator again, at once.
             tracing::debug!(group = self.coordinator.group(), "heartbeat answer overdue");
             self.coordinator.reset();
-            return Next::Reconnect(Duration::ZERO);
+            self.failures += 1;
+            return Next::Reconnect(self.retry_delay());
         }
         Next::Continue
+    }
+
+    /// The pause before the next attempt, after `self.failures` failures.
+    fn retry_delay(&self) -> Duration {
+        let config = self.coordinator.client().config();
+        self.membership
+            .retry_delay(self.failures, |n| config.backoff(n))
     }
 
     fn connect_failed(&mut self, e: &Error) -> Next {
@@ -334,7 +348,7 @@ impl Heartbeat {
         Next::Reconnect(if hinted {
             Duration::ZERO
         } else {
-            self.coordinator.client().config().backoff(self.failures)
+            self.retry_delay()
         })
     }
 
@@ -342,17 +356,24 @@ impl Heartbeat {
         let mut identity = self.identity.lock().expect("identity lock poisoned");
         identity.member_id = self.membership.member_id().to_owned();
         identity.epoch = self.membership.epoch();
+        identity.call_timeout = Some(self.membership.call_timeout());
     }
 }
 
-/// Opens a heartbeat stream to the coordinator, not before `at`.
-async fn connect(coordinator: Arc<Coordinator>, at: Instant) -> Result<Link> {
+/// Opens a heartbeat stream to the coordinator, not before `at`; each step (finding the
+/// coordinator on one broker, opening the stream) within `deadline`.
+async fn connect(coordinator: Arc<Coordinator>, at: Instant, deadline: Duration) -> Result<Link> {
     sleep_until(at).await;
-    let mut client = coordinator.groups().await?;
+    let addr = coordinator.find_within(deadline).await?;
+    let client = coordinator.client();
+    let mut groups = client.groups_client(client.channel(&addr)?);
     let (requests, outgoing) = mpsc::channel(4);
-    let answers = coordinator
-        .client()
-        .timed(client.heartbeat(ReceiverStream::new(outgoing)))
-        .await?;
+    let answers =
+        match tokio::time::timeout(deadline, groups.heartbeat(ReceiverStream::new(outgoing))).await
+        {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(Error::from_status(status)),
+            Err(_) => return Err(Error::Timeout(deadline)),
+        };
     Ok(Link { requests, answers })
 }

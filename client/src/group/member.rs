@@ -11,12 +11,19 @@
 //! - Every heartbeat reports `owned`: what the application side holds right now. Unset would
 //!   mean "unchanged", which never acknowledges a revocation; sending it always costs a few
 //!   bytes and cannot be misread.
-//! - `UNKNOWN_MEMBER_ID` / `FENCED_MEMBER_EPOCH`, or no answer for a whole session timeout:
-//!   every partition is lost (never committed), and the member rejoins at epoch 0 with the same
-//!   member id. A *loss count* tags each ownership generation, so a report of what was owned
-//!   before a loss cannot reach the coordinator after it.
-//! - A stream that ends (or `NOT_COORDINATOR`) loses nothing: the member finds the coordinator
-//!   again and carries on with the same id and epoch, sending its subscription again.
+//! - `UNKNOWN_MEMBER_ID` / `FENCED_MEMBER_EPOCH`: every partition is lost (never committed),
+//!   and the member rejoins at epoch 0 with the same member id. A *loss count* tags each
+//!   ownership generation, so a report of what was owned before a loss cannot reach the
+//!   coordinator after it.
+//! - A stream that ends, breaks, is refused (`NOT_COORDINATOR`, `COORDINATOR_NOT_AVAILABLE`)
+//!   or goes unanswered for [`Membership::call_timeout`] loses nothing: the member finds the
+//!   coordinator again and carries on with the same id and epoch, sending its subscription
+//!   again. As in KIP-848, only a coordinator says a member was removed: one that could not
+//!   be reached (dead, stopped, cut off, failing over) has not removed anyone, and a new
+//!   coordinator gives every member it loads a full session from when it starts serving. So
+//!   a coordinator's failure costs no partition; a member cut off from a live coordinator
+//!   learns that it was removed when it reaches it again, and its commits are refused
+//!   meanwhile.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -36,6 +43,9 @@ const LEAVE_EPOCH: i32 = -1;
 const TEMPORARY_LEAVE_EPOCH: i32 = -2;
 /// How often to heartbeat until the coordinator says (the first heartbeat goes at once).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
+/// The shortest deadline of a call to the coordinator: an answer needs a replicated write
+/// when the group changes, which can take a moment on a busy cluster.
+const MIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What an answer (or the lack of one) means for the rest of the consumer.
 #[derive(Debug)]
@@ -70,9 +80,10 @@ pub(crate) struct Membership {
     /// if equal.
     assignment: Option<BTreeSet<TopicPartition>>,
     interval: Duration,
+    /// The group's session timeout: bounds the call deadlines.
     session_timeout: Duration,
-    /// How long an answer may take before the stream is given up.
-    answer_timeout: Duration,
+    /// The client's request timeout: the longest any call may take.
+    max_call_timeout: Duration,
     /// When the heartbeat in flight was sent.
     in_flight: Option<Instant>,
     /// The heartbeat in flight is a leave.
@@ -83,19 +94,18 @@ pub(crate) struct Membership {
     next_due: Instant,
     /// No heartbeat before this (back-off after a refusal).
     hold_until: Option<Instant>,
-    /// The last answer (or the start of the current join): the session clock.
-    last_answer: Instant,
     leaving: bool,
 }
 
 impl Membership {
-    /// A member of `group` about to join as `member_id`.
+    /// A member of `group` about to join as `member_id`; no call to the coordinator may take
+    /// longer than `max_call_timeout`.
     pub fn new(
         group: String,
         member_id: String,
         instance_id: Option<String>,
         session_timeout: Duration,
-        answer_timeout: Duration,
+        max_call_timeout: Duration,
         now: Instant,
     ) -> Self {
         Self {
@@ -110,13 +120,12 @@ impl Membership {
             assignment: None,
             interval: DEFAULT_INTERVAL,
             session_timeout,
-            answer_timeout: answer_timeout.min(session_timeout),
+            max_call_timeout,
             in_flight: None,
             sent_leave: false,
             urgent: true,
             next_due: now,
             hold_until: None,
-            last_answer: now,
             leaving: false,
         }
     }
@@ -191,7 +200,6 @@ impl Membership {
             self.urgent = true;
             return Outcome::Retry(e);
         }
-        self.last_answer = now;
         if !answer.member_id.is_empty() {
             self.member_id = answer.member_id;
         }
@@ -201,11 +209,9 @@ impl Membership {
                 Duration::from_millis(answer.heartbeat_interval_ms.unsigned_abs().into());
         }
         if answer.session_timeout_ms > 0 {
-            // The coordinator's session timeout is the one that counts: past it, it has
-            // removed this member and may have given its partitions to others.
+            // The coordinator's session timeout is the one that counts.
             self.session_timeout =
                 Duration::from_millis(answer.session_timeout_ms.unsigned_abs().into());
-            self.answer_timeout = self.answer_timeout.min(self.session_timeout);
         }
         self.next_due = now + self.interval;
         if answered_leave || self.epoch < 0 {
@@ -266,39 +272,43 @@ impl Membership {
         self.hold_until = None;
     }
 
+    /// The deadline of any call to the coordinator (a heartbeat's answer, finding the
+    /// coordinator and opening a stream): about one heartbeat interval (at least
+    /// [`MIN_CALL_TIMEOUT`]), at most a third of the session, so a dead, stopped or cut-off
+    /// coordinator is noticed, and a new one tried, well within a session.
+    pub fn call_timeout(&self) -> Duration {
+        self.interval
+            .max(MIN_CALL_TIMEOUT)
+            .min(self.session_timeout / 3)
+            .min(self.max_call_timeout)
+    }
+
+    /// The pause before the next attempt after `failures` consecutive failures: none after
+    /// the first (a moved coordinator is followed at once), then the client's doubling
+    /// `backoff`, capped at one heartbeat interval so that the member keeps knocking well
+    /// within a session while a coordinator fails over.
+    pub fn retry_delay(&self, failures: u32, backoff: impl Fn(u32) -> Duration) -> Duration {
+        if failures <= 1 {
+            Duration::ZERO
+        } else {
+            backoff(failures - 1).min(self.interval)
+        }
+    }
+
     /// Whether the heartbeat in flight has waited too long for its answer: the stream should
     /// be given up.
     pub fn answer_overdue(&self, now: Instant) -> bool {
         self.in_flight
-            .is_some_and(|sent| now >= sent + self.answer_timeout)
+            .is_some_and(|sent| now >= sent + self.call_timeout())
     }
 
-    /// Checks the session: a member holding partitions or an epoch that has heard nothing for
-    /// a session timeout has been removed by the coordinator, so everything it held is lost.
-    pub fn on_tick(&mut self, now: Instant) -> Option<Outcome> {
-        if self.session_deadline().is_some_and(|d| now >= d) {
-            self.lose(now);
-            return Some(Outcome::Lost);
-        }
-        None
-    }
-
-    /// When the shell should next look at the state: a heartbeat due, an answer or a session
-    /// running out.
+    /// When the shell should next look at the state: a heartbeat due, or an answer overdue.
     pub fn next_wakeup(&self) -> Instant {
-        let send = match (self.in_flight, self.hold_until) {
-            (Some(sent), _) => sent + self.answer_timeout,
+        match (self.in_flight, self.hold_until) {
+            (Some(sent), _) => sent + self.call_timeout(),
             (None, Some(hold)) => hold,
-            (None, None) if self.urgent => self.last_answer.min(self.next_due),
             (None, None) => self.next_due,
-        };
-        self.session_deadline().map_or(send, |d| send.min(d))
-    }
-
-    /// When the session runs out without an answer, if the member holds anything to lose.
-    pub fn session_deadline(&self) -> Option<Instant> {
-        let holds = self.epoch > JOIN_EPOCH || !self.owned.is_empty();
-        (holds && !self.leaving).then(|| self.last_answer + self.session_timeout)
+        }
     }
 
     /// Drops every partition and gets ready to rejoin at epoch 0 with the same id.
@@ -311,7 +321,7 @@ impl Membership {
         self.urgent = true;
         self.in_flight = None;
         self.sent_leave = false;
-        self.last_answer = now;
+        self.next_due = now;
     }
 }
 
@@ -493,38 +503,33 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_session_loses_everything_but_a_broken_stream_does_not() {
+    fn a_silent_coordinator_or_a_broken_stream_loses_nothing() {
         let t0 = Instant::now();
         let mut m = member(t0);
         m.request(t0).expect("join");
         m.on_answer(answer(2, &[0]), t0);
         m.on_owned(0, set(&[0]));
         m.request(t0).expect("report");
-        // The stream breaks: the same id and epoch carry on, with the subscription again.
+        // No answer within the call deadline: the shell gives the stream up.
+        assert!(!m.answer_overdue(t0 + Duration::from_millis(999)));
+        assert!(m.answer_overdue(t0 + Duration::from_secs(1)));
         m.on_stream_closed();
-        let again = m.request(t0).expect("at once on the new stream");
+        // Long past the session, still unreachable: the same id and epoch carry on, with the
+        // subscription and what it owns, on the next stream. Only a coordinator removes.
+        let later = t0 + Duration::from_secs(60);
+        let again = m.request(later).expect("at once on the new stream");
         assert_eq!(again.member_epoch, 2);
         assert!(again.subscription.is_some());
         assert_eq!(owned_of(&again), set(&[0]));
-        assert!(!m.answer_overdue(t0 + Duration::from_millis(999)));
-        assert!(m.answer_overdue(t0 + Duration::from_secs(1)));
-        assert!(m.on_tick(t0 + Duration::from_millis(2999)).is_none());
-        assert!(matches!(
-            m.on_tick(t0 + Duration::from_secs(3)),
-            Some(Outcome::Lost)
-        ));
-        assert_eq!(m.epoch(), 0);
-        assert!(
-            m.on_tick(t0 + Duration::from_secs(7)).is_none(),
-            "nothing held: nothing more to lose"
-        );
+        assert_eq!(m.epoch(), 2);
     }
 
     #[test]
-    fn the_coordinators_session_timeout_overrides_the_configured_one() {
+    fn calls_and_retries_stay_well_within_the_session() {
         let t0 = Instant::now();
         let mut m = member(t0);
         m.request(t0).expect("join");
+        // Session 1.5 s, heartbeats every 200 ms: calls get a third of the session.
         m.on_answer(
             GroupHeartbeatResponse {
                 session_timeout_ms: 1_500,
@@ -532,10 +537,25 @@ mod tests {
             },
             t0,
         );
-        m.on_owned(0, set(&[0]));
+        assert_eq!(m.call_timeout(), Duration::from_millis(500));
+        // The first retry goes at once, later ones back off but never past the interval.
+        let backoff = |n: u32| Duration::from_millis(100) * 2u32.pow(n);
+        assert_eq!(m.retry_delay(1, backoff), Duration::ZERO);
+        assert_eq!(m.retry_delay(2, backoff), Duration::from_millis(200));
+        assert_eq!(m.retry_delay(30, backoff), Duration::from_millis(200));
+        // A long session and interval: the call deadline is about one interval.
+        m.on_answer(
+            GroupHeartbeatResponse {
+                session_timeout_ms: 45_000,
+                heartbeat_interval_ms: 5_000,
+                ..answer(2, &[0])
+            },
+            t0,
+        );
         assert_eq!(
-            m.session_deadline(),
-            Some(t0 + Duration::from_millis(1_500))
+            m.call_timeout(),
+            Duration::from_secs(1),
+            "capped by the client's"
         );
     }
 

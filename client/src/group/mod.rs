@@ -3,13 +3,13 @@
 //! committed offsets and commits how far it got.
 //!
 //! ```no_run
-//! use cairn_client::{Client, GroupConsumerConfig, GroupEvent, ResetPolicy};
+//! use cairn_client::{Client, GroupConsumerConfig, GroupEvent, OffsetReset};
 //! use futures::StreamExt;
 //!
 //! # async fn demo() -> cairn_client::Result<()> {
 //! let client = Client::connect(["127.0.0.1:9092"]).await?;
 //! let mut consumer = client.group_consumer(
-//!     GroupConsumerConfig::new("billing").offset_reset(ResetPolicy::Earliest),
+//!     GroupConsumerConfig::new("billing").offset_reset(OffsetReset::Latest),
 //! );
 //! consumer.subscribe(["orders"]);
 //! while let Some(event) = consumer.next().await {
@@ -37,7 +37,7 @@
 //! partitions missing from the assignment are *revoked* (no more records from them, then
 //! [`GroupEvent::Revoked`]; at the next poll their positions are committed with auto-commit and
 //! they are released, which the next heartbeat reports at once); new ones are *assigned* (their
-//! committed offsets fetched, or the [`ResetPolicy`] applied, then [`GroupEvent::Assigned`]).
+//! committed offsets fetched, or the [`OffsetReset`] policy applied, then [`GroupEvent::Assigned`]).
 //! Records come from the simple [`Consumer`](crate::Consumer)'s long-poll fetches.
 //!
 //! # Guarantees and their limits
@@ -46,8 +46,10 @@
 //!   stream handed out ([`GroupConsumer::commit`]; auto-commit does the same every
 //!   [`GroupConsumerConfig::auto_commit`] interval, before a revoked partition is released, and
 //!   on [`GroupConsumer::close`]). Auto-commit counts a record as processed once the stream is
-//!   polled again: an application that hands records to other tasks must turn it off and
-//!   commit what those tasks finished. After a crash, a lost partition or a failed commit, the
+//!   polled again: an application that hands records to other tasks sets
+//!   [`GroupConsumerConfig::auto_store`] to false and stores what those tasks finished with
+//!   [`GroupConsumer::store_offsets`] (auto-commit then commits that), or commits it itself
+//!   with [`GroupConsumer::commit_offsets`]. After a crash, a lost partition or a failed commit, the
 //!   next owner starts at the last commit and sees again what was handed out after it.
 //! - **One owner per partition.** The coordinator gives a partition to a member only after its
 //!   previous owner reported releasing it, and the consumer releases a revoked partition only
@@ -56,6 +58,10 @@
 //!   [`GroupEvent::Lost`] comes when it learns so, and those partitions are never committed.
 //! - **Order.** Records of one partition come in offset order, none skipped; nothing orders
 //!   records of different partitions.
+//! - **Coordinator failures.** A dead, stopped or cut-off coordinator is left within about a
+//!   heartbeat interval for the new one, found with `FindCoordinator`; the member keeps its id,
+//!   epoch and partitions, and records keep flowing meanwhile (commits run in the background;
+//!   one that fails is [`GroupEvent::CommitFailed`]).
 //! - **Slow applications.** Heartbeats do not wait for the application, so a slow one keeps its
 //!   partitions; but a revocation waits until it polls again, at most the group's
 //!   `rebalance_timeout_ms` (default 5 minutes), after which the coordinator removes it.
@@ -66,12 +72,14 @@
 //! # Layout
 //!
 //! - `consumer`: [`GroupConsumer`], the application-facing stream, commits and close.
+//! - `committer`: the commit running in the background while records keep flowing.
 //! - `heartbeat`: the background task holding the heartbeat stream.
 //! - `member`: the heartbeat state machine (sync, tested without a broker).
 //! - `progress`: owned partitions, positions and committed offsets, and the assignment diff
 //!   (sync, tested).
 //! - `coordinator`: finding the coordinator and retrying calls to it.
 
+mod committer;
 mod consumer;
 mod coordinator;
 mod heartbeat;
@@ -84,10 +92,11 @@ use std::time::Duration;
 
 use cairn_proto::v1::TopicPartitions;
 
+pub use committer::CommitFailure;
 pub use consumer::GroupConsumer;
 pub(crate) use coordinator::Coordinator;
 
-use crate::consumer::ConsumerRecord;
+use crate::consumer::{ConsumerRecord, OffsetReset};
 
 /// One partition of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,18 +124,6 @@ impl fmt::Display for TopicPartition {
     }
 }
 
-/// Where a newly assigned partition starts when the group has no committed offset for it,
-/// and where reading jumps when the committed offset is no longer stored (Kafka's
-/// `auto.offset.reset`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ResetPolicy {
-    /// The oldest stored record.
-    Earliest,
-    /// The end of the partition: only records produced from now on (Kafka's default).
-    #[default]
-    Latest,
-}
-
 /// How a [`GroupConsumer`] joins its group, commits and fetches. Every field documents its
 /// default.
 #[derive(Debug, Clone)]
@@ -137,20 +134,31 @@ pub struct GroupConsumerConfig {
     /// `close` leaves *temporarily*: its partitions wait for it (up to the session timeout)
     /// instead of moving. Default `None`.
     pub instance_id: Option<String>,
-    /// Where partitions without a committed offset start. Default [`ResetPolicy::Latest`], as
-    /// in Kafka.
-    pub offset_reset: ResetPolicy,
+    /// Where partitions without a committed offset start, and where reading jumps when the
+    /// committed offset is no longer stored. Default [`OffsetReset::Earliest`], as the simple
+    /// [`Consumer`](crate::Consumer) (Kafka defaults to `latest`).
+    pub offset_reset: OffsetReset,
     /// Commit the stream's positions this often, before a revoked partition is released, and
     /// on close; `None` leaves every commit to [`GroupConsumer::commit`]. Default 5 s.
     pub auto_commit: Option<Duration>,
-    /// The group's session timeout until the coordinator's first answer says what it is: with
-    /// no heartbeat answered for this long, the coordinator has removed the member, so its
-    /// partitions are treated as lost and it rejoins. Default 45 s (the broker's default).
+    /// The group's session timeout until the coordinator's first answer says what it is. It
+    /// bounds how long a call to the coordinator may take (a third of it at most), so that a
+    /// failing coordinator is left for the new one well within a session. The member loses
+    /// its partitions only when a coordinator says it removed it (KIP-848), not by counting
+    /// silence itself. Default 45 s (the broker's default).
     pub session_timeout: Duration,
     /// How long a fetch waits on the broker for records. Default 500 ms.
     pub max_wait: Duration,
     /// Upper bound on the bytes one fetch returns per partition. Default 1 MiB.
     pub max_bytes: u32,
+    /// Whether handing a record out moves the offset a commit stores (Kafka's
+    /// `enable.auto.offset.store`). Default true. Set false when records go to other tasks:
+    /// then only [`GroupConsumer::store_offsets`] (what those tasks finished) and
+    /// [`GroupConsumer::commit_offsets`] move it, and auto-commit commits what was stored.
+    pub auto_store: bool,
+    /// Yield [`GroupEvent::PartitionEof`] each time an owned partition's position reaches its
+    /// high watermark (rdkafka's `enable.partition.eof`). Default false.
+    pub partition_eof: bool,
 }
 
 impl GroupConsumerConfig {
@@ -159,11 +167,13 @@ impl GroupConsumerConfig {
         Self {
             group_id: group_id.into(),
             instance_id: None,
-            offset_reset: ResetPolicy::default(),
+            offset_reset: OffsetReset::default(),
             auto_commit: Some(Duration::from_secs(5)),
             session_timeout: Duration::from_secs(45),
             max_wait: Duration::from_millis(500),
             max_bytes: 1 << 20,
+            auto_store: true,
+            partition_eof: false,
         }
     }
 
@@ -174,7 +184,7 @@ impl GroupConsumerConfig {
     }
 
     /// Sets [`GroupConsumerConfig::offset_reset`].
-    pub fn offset_reset(mut self, policy: ResetPolicy) -> Self {
+    pub fn offset_reset(mut self, policy: OffsetReset) -> Self {
         self.offset_reset = policy;
         self
     }
@@ -188,6 +198,30 @@ impl GroupConsumerConfig {
     /// Sets [`GroupConsumerConfig::session_timeout`].
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
         self.session_timeout = timeout;
+        self
+    }
+
+    /// Sets [`GroupConsumerConfig::max_wait`].
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// Sets [`GroupConsumerConfig::max_bytes`].
+    pub fn max_bytes(mut self, bytes: u32) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`GroupConsumerConfig::auto_store`].
+    pub fn auto_store(mut self, on: bool) -> Self {
+        self.auto_store = on;
+        self
+    }
+
+    /// Sets [`GroupConsumerConfig::partition_eof`].
+    pub fn partition_eof(mut self, on: bool) -> Self {
+        self.partition_eof = on;
         self
     }
 }
@@ -208,6 +242,17 @@ pub enum GroupEvent {
     /// its session expired, or it was fenced). Another member may own them already; they were
     /// not committed and must not be.
     Lost(Vec<TopicPartition>),
+    /// A commit (auto-commit, or [`GroupConsumer::commit_in_background`]) failed after the
+    /// client's retries. Nothing of it was stored; the positions go with the next commit.
+    CommitFailed(CommitFailure),
+    /// Every record of this partition up to `offset` (its high watermark) was handed out.
+    /// Only with [`GroupConsumerConfig::partition_eof`]; once each time the end is reached.
+    PartitionEof {
+        /// The partition.
+        partition: TopicPartition,
+        /// Its high watermark: the offset the next record will get.
+        offset: i64,
+    },
 }
 
 /// `set` grouped by topic, as the wire carries partitions.

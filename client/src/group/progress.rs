@@ -68,6 +68,23 @@ impl Progress {
         }
     }
 
+    /// Stores `next` as the offset a commit of `tp` stores (the application finished the
+    /// records before it), unless the position is already past it. Returns whether `tp` is
+    /// owned.
+    pub fn store(&mut self, tp: &TopicPartition, next: i64) -> bool {
+        match self
+            .topics
+            .get_mut(&tp.topic)
+            .and_then(|t| t.get_mut(&tp.partition))
+        {
+            Some(p) => {
+                p.next = p.next.max(next);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The position of `topic`/`partition`, if owned.
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
         self.topics.get(topic)?.get(&partition).map(|p| p.next)

@@ -33,6 +33,7 @@ enum ClusterCommand {
 /// When no broker answers.
 pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let opts = args.opts;
+    opts.tables_only()?;
     super::runtime()?.block_on(async move {
         match args.command {
             ClusterCommand::Info => info(&opts).await,
@@ -98,7 +99,7 @@ async fn info(opts: &ClientOpts) -> anyhow::Result<()> {
         .await
         .context("describing the cluster")?;
     let rows = rows(&cluster);
-    if opts.format == Format::Json {
+    if opts.format() == Format::Json {
         return print_json(&info_json(&cluster, &rows));
     }
     let controller = match cluster.controller_id {

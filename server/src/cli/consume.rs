@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cairn_client::{
     Client, ConsumerConfig, ConsumerRecord, GroupConsumer, GroupConsumerConfig, GroupEvent,
-    ResetPolicy, SeekTo, TopicPartition,
+    OffsetReset, SeekTo, TopicPartition,
 };
 use clap::Args;
 use futures::StreamExt;
@@ -49,10 +49,19 @@ pub struct ConsumeArgs {
     /// Exit at the end of each partition (its high watermark when the command started).
     #[arg(short, long)]
     exit_at_end: bool,
-    /// kcat-style format: %t topic, %p partition, %o offset, %k key, %K key length, %v value,
-    /// %V value length, %T timestamp (ms), %h headers, %% a percent sign; \n \t escapes.
-    #[arg(short = 'f', long = "format-string", default_value = r"%v\n")]
-    format_string: String,
+    /// Deprecated spelling of `-f/--format TEMPLATE`, kept for old scripts.
+    #[arg(long = "format-string", hide = true)]
+    format_string: Option<String>,
+}
+
+/// The template of `-f/--format` when it is not `text` or `json`: kcat-style, %t topic,
+/// %p partition, %o offset, %k key, %K key length, %v value, %V value length, %T timestamp
+/// (ms), %h headers, %% a percent sign; \n \t escapes. `text` prints values, one a line.
+fn template<'a>(opts: &'a ClientOpts, args: &'a ConsumeArgs) -> &'a str {
+    args.format_string
+        .as_deref()
+        .or_else(|| opts.template())
+        .unwrap_or(r"%v\n")
 }
 
 /// A parsed `-o`.
@@ -84,6 +93,27 @@ fn parse_start(s: &str) -> anyhow::Result<Start> {
     })
 }
 
+/// Refuses an explicit `-o N` outside what partition `p` holds (its high watermark included:
+/// reading there waits for the next record), with or without `-e`, before reading anything.
+fn check_in_range(
+    topic: &str,
+    p: u32,
+    offset: i64,
+    offsets: &[cairn_client::PartitionOffset],
+) -> anyhow::Result<()> {
+    if let Some(o) = offsets.iter().find(|o| o.partition == p)
+        && !(o.log_start_offset..=o.high_watermark).contains(&offset)
+    {
+        bail!(
+            "offset {offset} is out of range for {topic}-{p}, which holds offsets [{}, {}): \
+             choose one of them, or -o start, end or -N",
+            o.log_start_offset,
+            o.high_watermark
+        );
+    }
+    Ok(())
+}
+
 /// Where each partition's reading ends, for `-e`, and which partitions are there.
 struct Ends {
     /// Partition → high watermark at start.
@@ -100,7 +130,7 @@ pub async fn run(opts: &ClientOpts, args: ConsumeArgs) -> anyhow::Result<()> {
         return run_group(opts, group, &args).await;
     }
     let start = parse_start(&args.offset)?;
-    let pieces = record_format::parse(&args.format_string)?;
+    let pieces = record_format::parse(template(opts, &args))?;
     let client = opts.connect().await?;
     let topic = args.topic.as_str();
     let partitions = partitions(&client, topic, &args.partitions).await?;
@@ -119,7 +149,10 @@ pub async fn run(opts: &ClientOpts, args: ConsumeArgs) -> anyhow::Result<()> {
         let to = match start {
             Start::Earliest => SeekTo::Earliest,
             Start::Latest => SeekTo::Latest,
-            Start::Offset(o) => SeekTo::Offset(o),
+            Start::Offset(o) => {
+                check_in_range(topic, p, o, &offsets)?;
+                SeekTo::Offset(o)
+            }
             Start::Timestamp(t) => SeekTo::Timestamp(t),
             Start::FromEnd(n) => {
                 let o = offsets.iter().find(|o| o.partition == p);
@@ -136,7 +169,7 @@ pub async fn run(opts: &ClientOpts, args: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     let printer = Printer {
-        format: opts.format,
+        format: opts.format(),
         pieces,
         out: BufWriter::with_capacity(64 << 10, std::io::stdout()),
     };
@@ -189,7 +222,7 @@ const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// Runs `topic consume -g`.
 async fn run_group(opts: &ClientOpts, group: &str, args: &ConsumeArgs) -> anyhow::Result<()> {
     let reset = group_reset(args)?;
-    let pieces = record_format::parse(&args.format_string)?;
+    let pieces = record_format::parse(template(opts, args))?;
     let client = opts.connect().await?;
     // Commits are the command's own: only what reached stdout may be committed.
     let mut consumer = client.group_consumer(
@@ -199,7 +232,7 @@ async fn run_group(opts: &ClientOpts, group: &str, args: &ConsumeArgs) -> anyhow
     );
     consumer.subscribe([args.topic.clone()]);
     let mut printer = Printer {
-        format: opts.format,
+        format: opts.format(),
         pieces,
         out: BufWriter::with_capacity(64 << 10, std::io::stdout()),
     };
@@ -220,7 +253,7 @@ async fn run_group(opts: &ClientOpts, group: &str, args: &ConsumeArgs) -> anyhow
 }
 
 /// The reset policy `-o` means with `-g`, refusing flags a group member cannot honour.
-fn group_reset(args: &ConsumeArgs) -> anyhow::Result<ResetPolicy> {
+fn group_reset(args: &ConsumeArgs) -> anyhow::Result<OffsetReset> {
     if !args.partitions.is_empty() {
         bail!("-p cannot be used with -g: the group assigns the partitions");
     }
@@ -228,8 +261,8 @@ fn group_reset(args: &ConsumeArgs) -> anyhow::Result<ResetPolicy> {
         bail!("-e cannot be used with -g: a group member follows its partitions; use -n");
     }
     match parse_start(&args.offset)? {
-        Start::Earliest => Ok(ResetPolicy::Earliest),
-        Start::Latest => Ok(ResetPolicy::Latest),
+        Start::Earliest => Ok(OffsetReset::Earliest),
+        Start::Latest => Ok(OffsetReset::Latest),
         _ => bail!(
             "with -g, -o is start or end (where partitions without a committed offset start); \
              move a group's offsets with `cairn group seek`"
@@ -239,6 +272,12 @@ fn group_reset(args: &ConsumeArgs) -> anyhow::Result<ResetPolicy> {
 
 /// The group member's loop: print records, report assignment changes, commit what was
 /// printed, until `-n` records or a signal.
+///
+/// Commits run in the background (the loop never waits on the coordinator, so partitions
+/// whose leaders are healthy keep printing while the coordinator fails over); a failed one is
+/// reported and its positions go with the next. Errors the stream survives (a coordinator or
+/// leader away for longer than the client's retries, a whole-cluster restart) are reported
+/// and the member carries on; only the end of the membership (a fatal refusal) stops it.
 async fn read_group(
     consumer: &mut GroupConsumer,
     limit: Option<u64>,
@@ -263,21 +302,21 @@ async fn read_group(
                 }
                 Ok(GroupEvent::Assigned(p)) => eprintln!("assigned: {}", partition_list(&p)),
                 Ok(GroupEvent::Revoked(p)) => {
+                    // What was printed of them is committed before they are released.
                     printer.out.flush()?;
-                    if let Err(e) = consumer.commit().await {
-                        eprintln!("warning: committing before the revocation: {e}");
-                    }
+                    consumer.commit_in_background();
                     eprintln!("revoked: {}", partition_list(&p));
                 }
                 Ok(GroupEvent::Lost(p)) => eprintln!("lost: {}", partition_list(&p)),
+                Ok(GroupEvent::CommitFailed(f)) => {
+                    eprintln!("warning: {f} (retried in {GROUP_COMMIT_INTERVAL:?})");
+                }
                 Ok(_) => {}
-                Err(e) => return Err(e).context("consuming"),
+                Err(e) => eprintln!("warning: {e}; still consuming"),
             },
             _ = commit_every.tick() => {
                 printer.out.flush()?;
-                if let Err(e) = consumer.commit().await {
-                    eprintln!("warning: commit failed (retried in {GROUP_COMMIT_INTERVAL:?}): {e}");
-                }
+                consumer.commit_in_background();
             }
             () = &mut interrupted => break,
         }
@@ -312,10 +351,8 @@ fn partition_list(partitions: &[TopicPartition]) -> String {
 
 /// The partitions to read: those asked for (checked to exist), or all.
 async fn partitions(client: &Client, topic: &str, asked: &[u32]) -> anyhow::Result<Vec<u32>> {
-    let count = client
-        .partition_count(topic)
-        .await
-        .with_context(|| format!("topic {topic:?}"))?;
+    // The client's error names the topic already.
+    let count = client.partition_count(topic).await?;
     if asked.is_empty() {
         return Ok((0..count).collect());
     }
@@ -389,10 +426,10 @@ mod tests {
 
     #[test]
     fn a_group_member_takes_start_or_end_only() {
-        let cases: &[(&[&str], Option<ResetPolicy>)] = &[
-            (&[], Some(ResetPolicy::Earliest)),
-            (&["-o", "start"], Some(ResetPolicy::Earliest)),
-            (&["-o", "end"], Some(ResetPolicy::Latest)),
+        let cases: &[(&[&str], Option<OffsetReset>)] = &[
+            (&[], Some(OffsetReset::Earliest)),
+            (&["-o", "start"], Some(OffsetReset::Earliest)),
+            (&["-o", "end"], Some(OffsetReset::Latest)),
             (&["-o", "5"], None),
             (&["-o", "-5"], None),
             (&["-o", "@1000"], None),

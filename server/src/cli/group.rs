@@ -52,9 +52,10 @@ struct SeekArgs {
     /// Partitions, comma-separated [default: all].
     #[arg(short, long, value_delimiter = ',')]
     partitions: Vec<u32>,
-    /// Where to: earliest, latest, @TIMESTAMP_MS (the first record at or after it), or an
-    /// offset (clamped to what the partition stores).
-    #[arg(long)]
+    /// Where to: earliest, latest, @TIMESTAMP_MS (the first record at or after it), an
+    /// offset (clamped to what the partition stores), or -N: N records before the end of each
+    /// partition (as `topic consume -o -N`).
+    #[arg(long, allow_hyphen_values = true)]
     to: String,
     /// Show the offsets it would commit, and commit nothing.
     #[arg(long)]
@@ -68,6 +69,7 @@ struct SeekArgs {
 /// Broker errors (unknown group, group not empty, ...), bad flags.
 pub fn run(args: GroupArgs) -> anyhow::Result<()> {
     let opts = args.opts;
+    opts.tables_only()?;
     super::runtime()?.block_on(async move {
         match args.command {
             GroupCommand::List => list(&opts).await,
@@ -85,7 +87,7 @@ async fn list(opts: &ClientOpts) -> anyhow::Result<()> {
         .list_groups()
         .await
         .context("listing groups")?;
-    if opts.format == Format::Json {
+    if opts.format() == Format::Json {
         return print_json(&Value::Array(groups.iter().map(summary_json).collect()));
     }
     let mut t = table(["GROUP", "STATE", "MEMBERS", "COORDINATOR"]);
@@ -108,7 +110,7 @@ async fn describe(opts: &ClientOpts, group: &str) -> anyhow::Result<()> {
         .describe_group(group)
         .await
         .with_context(|| format!("describing group {group:?}"))?;
-    if opts.format == Format::Json {
+    if opts.format() == Format::Json {
         return print_json(&describe_json(&d));
     }
     let mut summary = table(["GROUP", d.group_id.as_str()]);
@@ -169,15 +171,33 @@ async fn describe(opts: &ClientOpts, group: &str) -> anyhow::Result<()> {
 async fn seek(opts: &ClientOpts, args: SeekArgs) -> anyhow::Result<()> {
     let to = parse_to(&args.to)?;
     let client = opts.connect().await?;
-    let reset = ResetOffsets::new(&args.group, &args.topic, to)
-        .partitions(args.partitions.iter().copied())
-        .dry_run(args.dry_run);
-    let offsets = client
-        .admin()
-        .reset_group_offsets(reset)
-        .await
-        .with_context(|| format!("moving the offsets of group {:?}", args.group))?;
-    if opts.format == Format::Json {
+    let targets: Vec<(SeekTo, Vec<u32>)> = match to {
+        Target::At(to) => vec![(to, args.partitions.clone())],
+        Target::FromEnd(n) => client
+            .list_offsets(&args.topic, &args.partitions, SeekTo::Latest)
+            .await
+            .with_context(|| format!("looking up the ends of topic {:?}", args.topic))?
+            .into_iter()
+            .map(|o| {
+                let at = o.high_watermark.saturating_sub(n).max(o.log_start_offset);
+                (SeekTo::Offset(at), vec![o.partition])
+            })
+            .collect(),
+    };
+    let mut offsets = Vec::new();
+    for (to, partitions) in targets {
+        let reset = ResetOffsets::new(&args.group, &args.topic, to)
+            .partitions(partitions)
+            .dry_run(args.dry_run);
+        offsets.extend(
+            client
+                .admin()
+                .reset_group_offsets(reset)
+                .await
+                .with_context(|| format!("moving the offsets of group {:?}", args.group))?,
+        );
+    }
+    if opts.format() == Format::Json {
         return print_json(&json!({
             "group_id": args.group,
             "dry_run": args.dry_run,
@@ -206,7 +226,7 @@ async fn delete(opts: &ClientOpts, group: &str) -> anyhow::Result<()> {
         .delete_group(group)
         .await
         .with_context(|| format!("deleting group {group:?}"))?;
-    match opts.format {
+    match opts.format() {
         Format::Json => print_json(&json!({ "group_id": group, "deleted": true })),
         Format::Text => {
             let mut t = table(["GROUP", "STATUS"]);
@@ -217,16 +237,33 @@ async fn delete(opts: &ClientOpts, group: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A parsed `--to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The same target for every partition.
+    At(SeekTo),
+    /// This many records before each partition's end.
+    FromEnd(i64),
+}
+
 /// Parses `--to`.
-fn parse_to(s: &str) -> anyhow::Result<SeekTo> {
-    let bad = || format!("--to {s:?} is not earliest, latest, @TIMESTAMP_MS or an offset");
+fn parse_to(s: &str) -> anyhow::Result<Target> {
+    let bad = || format!("--to {s:?} is not earliest, latest, @TIMESTAMP_MS, an offset or -N");
     Ok(match s {
-        "earliest" | "start" | "beginning" | "oldest" => SeekTo::Earliest,
-        "latest" | "end" | "newest" => SeekTo::Latest,
-        _ => match s.strip_prefix('@') {
-            Some(ts) => SeekTo::Timestamp(ts.parse::<u64>().with_context(bad)? as i64),
-            None => SeekTo::Offset(s.parse::<u64>().with_context(bad)? as i64),
-        },
+        "earliest" | "start" | "beginning" | "oldest" => Target::At(SeekTo::Earliest),
+        "latest" | "end" | "newest" => Target::At(SeekTo::Latest),
+        _ => {
+            if let Some(ts) = s.strip_prefix('@') {
+                Target::At(SeekTo::Timestamp(
+                    ts.parse::<u64>().with_context(bad)? as i64
+                ))
+            } else if let Some(n) = s.strip_prefix('-') {
+                Target::FromEnd(n.parse::<u32>().with_context(bad)?.into())
+            } else {
+                let n = s.strip_prefix('+').unwrap_or(s);
+                Target::At(SeekTo::Offset(n.parse::<u64>().with_context(bad)? as i64))
+            }
+        }
     })
 }
 
@@ -325,17 +362,22 @@ mod tests {
     #[test]
     fn seek_targets_parse() {
         let cases = [
-            ("earliest", SeekTo::Earliest),
-            ("start", SeekTo::Earliest),
-            ("latest", SeekTo::Latest),
-            ("end", SeekTo::Latest),
-            ("42", SeekTo::Offset(42)),
-            ("@1700000000000", SeekTo::Timestamp(1_700_000_000_000)),
+            ("earliest", Target::At(SeekTo::Earliest)),
+            ("start", Target::At(SeekTo::Earliest)),
+            ("latest", Target::At(SeekTo::Latest)),
+            ("end", Target::At(SeekTo::Latest)),
+            ("42", Target::At(SeekTo::Offset(42))),
+            ("+42", Target::At(SeekTo::Offset(42))),
+            ("-100", Target::FromEnd(100)),
+            (
+                "@1700000000000",
+                Target::At(SeekTo::Timestamp(1_700_000_000_000)),
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(parse_to(s).unwrap(), want, "{s}");
         }
-        for bad in ["", "soon", "-1", "@", "@x", "4.5", "+-3"] {
+        for bad in ["", "soon", "--1", "@", "@x", "4.5", "+-3"] {
             assert!(parse_to(bad).is_err(), "{bad}");
         }
     }

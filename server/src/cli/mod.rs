@@ -56,11 +56,13 @@ enum Command {
 }
 
 /// Connection and output flags shared by every client command. `global` so they may follow
-/// the verb (`cairn topic list --format json`) as well as the noun.
+/// the verb (`cairn topic list --format json`) as well as the noun. Named as rpk names them:
+/// `-b/--brokers`, `-f/--format` (which `topic consume` also takes as a kcat-style template).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientOpts {
-    /// Brokers to bootstrap from, comma-separated `host:port`.
+    /// Brokers to bootstrap from, comma-separated `host:port` (port 9092 if left out).
     #[arg(
+        short = 'b',
         long,
         global = true,
         env = "CAIRN_BROKERS",
@@ -68,9 +70,16 @@ pub(crate) struct ClientOpts {
         default_value = "127.0.0.1:9092"
     )]
     brokers: Vec<String>,
-    /// Output format: tables and plain text for people, JSON for scripts.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format: `text` (tables and plain text, for people) or `json` (for scripts);
+    /// `topic consume` also takes a kcat-style template such as '%k=%v\n'.
+    #[arg(
+        short = 'f',
+        long = "format",
+        global = true,
+        default_value = "text",
+        value_name = "text|json|TEMPLATE"
+    )]
+    format: String,
 }
 
 /// How a client command prints its answer.
@@ -83,17 +92,51 @@ pub(crate) enum Format {
 }
 
 impl ClientOpts {
+    /// The output format; a template counts as text (only `topic consume` takes one, and it
+    /// reads [`ClientOpts::template`]).
+    pub(crate) fn format(&self) -> Format {
+        if self.format == "json" {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The kcat-style template given with `-f`, if it is neither `text` nor `json`.
+    pub(crate) fn template(&self) -> Option<&str> {
+        (!matches!(self.format.as_str(), "text" | "json")).then_some(self.format.as_str())
+    }
+
+    /// Refuses a template for a command that prints tables or JSON documents.
+    ///
+    /// # Errors
+    ///
+    /// When `-f` is neither `text` nor `json`.
+    pub(crate) fn tables_only(&self) -> anyhow::Result<()> {
+        match self.template() {
+            Some(t) => anyhow::bail!(
+                "--format {t:?} is not text or json (only topic consume takes a template)"
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Connects to the cluster.
     ///
     /// # Errors
     ///
     /// When no broker answers.
     pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        let brokers = self.brokers.join(",");
         Client::builder()
             .brokers(self.brokers.iter().map(|b| b.trim().to_owned()))
             .build()
             .await
-            .with_context(|| format!("connecting to {}", self.brokers.join(",")))
+            .map_err(|e| match e {
+                // The message names the broker and the reason already.
+                cairn_client::Error::Transport { .. } => anyhow::Error::new(e),
+                e => anyhow::Error::new(e).context(format!("connecting to {brokers}")),
+            })
     }
 }
 
@@ -130,7 +173,7 @@ pub fn main() -> ExitCode {
 fn describe(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        if cause.is::<tonic::Status>() || cause.is::<std::sync::Arc<tonic::Status>>() {
+        if cause.is::<tonic::Status>() || cause.is::<cairn_client::BrokerStatus>() {
             break;
         }
         let text = cause.to_string();
@@ -138,7 +181,26 @@ fn describe(e: &anyhow::Error) -> String {
             parts.push(text);
         }
     }
+    // A context naming what the error names already says it once only: `deleting topic
+    // "t": unknown topic "t"` becomes `deleting topic: unknown topic "t"`.
+    for i in 0..parts.len() {
+        let (head, rest) = parts.split_at_mut(i + 1);
+        for quoted in quoted_names(&head[i]) {
+            if rest.iter().any(|later| later.contains(&quoted)) {
+                head[i] = head[i].replace(&format!(" {quoted}"), "");
+            }
+        }
+    }
     parts.join(": ")
+}
+
+/// The `"..."` names in `text`, quotes included.
+fn quoted_names(text: &str) -> Vec<String> {
+    text.split('"')
+        .enumerate()
+        .filter(|(i, name)| i % 2 == 1 && !name.is_empty())
+        .map(|(_, name)| format!("\"{name}\""))
+        .collect()
 }
 
 #[cfg(test)]
@@ -151,8 +213,9 @@ mod tests {
         let e = anyhow::Error::new(cairn_client::Error::from_status(status))
             .context("creating topic \"t\"");
         let text = describe(&e);
-        assert!(text.starts_with("creating topic \"t\": "), "{text}");
+        assert!(text.starts_with("creating topic: "), "{text}");
         assert!(text.contains("already exists"), "{text}");
         assert!(!text.contains("code:"), "{text}");
+        assert_eq!(text.matches("\"t\"").count(), 1, "the name once: {text}");
     }
 }

@@ -1,8 +1,9 @@
-//! `cairn topic create|list|describe|delete`, and the dispatch of `topic produce|consume` to
+//! `cairn topic create|list|describe|delete|add-partitions`, and the dispatch of `topic produce|consume` to
 //! their own modules.
 //!
 //! Topic settings arrive as `-c key=value` and are parsed here into the wire `TopicConfig`, so
-//! that a typo in a key is a clear error on the command line, not a silent default.
+//! that a typo in a key is a clear error on the command line, not a silent default. Kafka's
+//! dotted spellings (`retention.ms`, `min.insync.replicas`, ...) are accepted as aliases.
 
 use anyhow::{Context, bail};
 use cairn_client::{FsyncPolicy, NewTopic, TopicConfig, TopicDescription};
@@ -39,6 +40,14 @@ enum TopicCommand {
         /// Topic name.
         name: String,
     },
+    /// Add partitions to a topic (never removes any); keys map to partitions anew.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// How many partitions to add.
+        #[arg(short, long)]
+        num: u32,
+    },
     /// Produce one record per line of stdin.
     Produce(produce::ProduceArgs),
     /// Print a topic's records.
@@ -57,7 +66,8 @@ struct CreateArgs {
     replication_factor: Option<u32>,
     /// Topic setting, repeatable: retention_ms, retention_bytes, segment_bytes, segment_ms,
     /// fsync (always|interval|never), fsync_interval_ms, max_message_bytes,
-    /// min_insync_replicas.
+    /// min_insync_replicas, unclean_leader_election; Kafka's dotted names (retention.ms,
+    /// unclean.leader.election.enable, ...) too.
     #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
     configs: Vec<String>,
 }
@@ -69,12 +79,16 @@ struct CreateArgs {
 /// Broker errors (unknown topic, topic exists, ...), bad flags, a closed stdout.
 pub fn run(args: TopicArgs) -> anyhow::Result<()> {
     let opts = args.opts;
+    if !matches!(args.command, TopicCommand::Consume(_)) {
+        opts.tables_only()?;
+    }
     super::runtime()?.block_on(async move {
         match args.command {
             TopicCommand::Create(c) => create(&opts, c).await,
             TopicCommand::List => list(&opts).await,
             TopicCommand::Describe { name } => describe(&opts, &name).await,
             TopicCommand::Delete { name } => delete(&opts, &name).await,
+            TopicCommand::AddPartitions { name, num } => add_partitions(&opts, &name, num).await,
             TopicCommand::Produce(p) => produce::run(&opts, p).await,
             TopicCommand::Consume(c) => consume::run(&opts, c).await,
         }
@@ -92,7 +106,7 @@ async fn create(opts: &ClientOpts, args: CreateArgs) -> anyhow::Result<()> {
         .create_topic(topic)
         .await
         .with_context(|| format!("creating topic {:?}", args.name))?;
-    match opts.format {
+    match opts.format() {
         Format::Json => print_json(&describe_json(&created)),
         Format::Text => {
             let mut t = table(["TOPIC", "STATUS"]);
@@ -110,7 +124,7 @@ async fn list(opts: &ClientOpts) -> anyhow::Result<()> {
         .list_topics()
         .await
         .context("listing topics")?;
-    if opts.format == Format::Json {
+    if opts.format() == Format::Json {
         let topics: Vec<Value> = topics
             .iter()
             .map(|t| {
@@ -142,7 +156,7 @@ async fn describe(opts: &ClientOpts, name: &str) -> anyhow::Result<()> {
         .describe_topic(name)
         .await
         .with_context(|| format!("describing topic {name:?}"))?;
-    if opts.format == Format::Json {
+    if opts.format() == Format::Json {
         return print_json(&describe_json(&topic));
     }
     let mut summary = table(["NAME", topic.name.as_str()]);
@@ -194,11 +208,42 @@ async fn delete(opts: &ClientOpts, name: &str) -> anyhow::Result<()> {
         .delete_topic(name)
         .await
         .with_context(|| format!("deleting topic {name:?}"))?;
-    match opts.format {
+    match opts.format() {
         Format::Json => print_json(&json!({ "name": name, "deleted": true })),
         Format::Text => {
             let mut t = table(["TOPIC", "STATUS"]);
             t.add_row([name, "DELETED"]);
+            print_table(&t);
+            Ok(())
+        }
+    }
+}
+
+async fn add_partitions(opts: &ClientOpts, name: &str, num: u32) -> anyhow::Result<()> {
+    if num == 0 {
+        bail!("--num must be at least 1");
+    }
+    let client = opts.connect().await?;
+    let admin = client.admin();
+    let current = admin
+        .describe_topic(name)
+        .await
+        .with_context(|| format!("describing topic {name:?}"))?;
+    let count = u32::try_from(current.partitions.len()).context("partition count")?;
+    let total = count.checked_add(num).context("too many partitions")?;
+    let grown = admin
+        .create_partitions(name, total)
+        .await
+        .with_context(|| format!("adding {num} partitions to topic {name:?}"))?;
+    match opts.format() {
+        Format::Json => print_json(&describe_json(&grown)),
+        Format::Text => {
+            let mut t = table(["TOPIC", "PARTITIONS", "STATUS"]);
+            t.add_row([
+                name.to_owned(),
+                grown.partitions.len().to_string(),
+                "OK".into(),
+            ]);
             print_table(&t);
             Ok(())
         }
@@ -281,7 +326,8 @@ fn parse_configs(entries: &[String]) -> anyhow::Result<TopicConfig> {
         let Some((key, value)) = entry.split_once('=') else {
             bail!("config {entry:?} is not key=value");
         };
-        let (key, value) = (key.trim(), value.trim());
+        let (key, value) = (canonical_key(key.trim()), value.trim());
+        let key = key.as_str();
         let bad = || format!("config {key}: {value:?} is not a valid value");
         match key {
             "retention_ms" => c.retention_ms = Some(value.parse().with_context(bad)?),
@@ -315,6 +361,17 @@ fn parse_configs(entries: &[String]) -> anyhow::Result<TopicConfig> {
     Ok(c)
 }
 
+/// A `-c` key as Cairn names it: Kafka's dotted spelling (`retention.ms`) is an alias of the
+/// underscored one, and `unclean.leader.election.enable` of `unclean_leader_election`.
+fn canonical_key(key: &str) -> String {
+    let key = key.replace('.', "_");
+    match key.as_str() {
+        "unclean_leader_election_enable" => "unclean_leader_election".to_owned(),
+        "max_message_bytes" | "message_max_bytes" => "max_message_bytes".to_owned(),
+        _ => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +386,23 @@ mod tests {
         assert_eq!(c.retention_ms, Some(1000));
         assert_eq!(c.segment_bytes, Some(4096));
         assert_eq!(c.fsync_policy, FsyncPolicy::Never as i32);
+    }
+
+    #[test]
+    fn kafkas_dotted_keys_are_aliases() {
+        let c = parse(&[
+            "retention.ms=1000",
+            "segment.bytes=4096",
+            "min.insync.replicas=2",
+            "unclean.leader.election.enable=true",
+            "max.message.bytes=100",
+        ])
+        .unwrap();
+        assert_eq!(c.retention_ms, Some(1000));
+        assert_eq!(c.segment_bytes, Some(4096));
+        assert_eq!(c.min_insync_replicas, Some(2));
+        assert_eq!(c.unclean_leader_election, Some(true));
+        assert_eq!(c.max_message_bytes, Some(100));
     }
 
     #[test]

@@ -299,11 +299,33 @@ struct Shard {
     groups: Mutex<HashMap<String, SharedEntry>>,
     /// A cleaning pass is running.
     cleaning: std::sync::atomic::AtomicBool,
+    /// When a tick last found this coordinator able to replicate (ms): a longer gap than the
+    /// reach window means members could not reach it meanwhile.
+    last_reachable_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Shard {
     fn still_leads(&self) -> bool {
         self.partition.is_leader() && self.partition.leader_epoch() == self.epoch
+    }
+
+    /// Whether this coordinator can still replicate its writes: enough of the partition's
+    /// ISR fetched from it within `window`. A broker cut off from its peers keeps believing it
+    /// leads (it cannot hear that it was replaced), so without this it would go on answering
+    /// heartbeats that change nothing while a new coordinator expires the same members.
+    fn can_replicate(&self, window: Duration) -> bool {
+        self.partition.isr_reachable(window)
+    }
+
+    fn cut_off(&self, group: &str) -> CoordinatorError {
+        CoordinatorError::NotAvailable {
+            group: group.to_owned(),
+            why: format!(
+                "partition {} of {OFFSETS_TOPIC} cannot replicate: its followers stopped \
+                 fetching from this broker",
+                self.partition.index
+            ),
+        }
     }
 
     /// Every group, to visit one at a time without holding the map.
@@ -331,18 +353,22 @@ impl Shard {
         )
     }
 
-    /// Appends `records` as one batch and waits until the ISR has them.
+    /// Appends `records` as one batch and waits until the ISR has them, at most `timeout`;
+    /// fails fast (`COORDINATOR_NOT_AVAILABLE`) once the followers stop fetching for `window`.
     async fn write(
         &self,
         group: &str,
         records: Vec<(Key, Bytes)>,
-        timeout: Duration,
+        (timeout, window): (Duration, Duration),
     ) -> Result<()> {
         if !self.still_leads() {
             return Err(CoordinatorError::NotCoordinator {
                 group: group.to_owned(),
                 coordinator: None,
             });
+        }
+        if !self.can_replicate(window) {
+            return Err(self.cut_off(group));
         }
         let now = now_ms();
         let records: Vec<cairn_batch::Record> = records
@@ -356,16 +382,29 @@ impl Shard {
             .collect();
         self.partition.check_min_isr()?;
         let info = self.partition.append(cairn_batch::encode(&records)).await?;
-        match self
-            .partition
-            .wait_replicated(info.last_offset, self.epoch, timeout)
-            .await
-        {
-            Err(NodeError::NotLeader { .. }) => Err(CoordinatorError::NotCoordinator {
-                group: group.to_owned(),
-                coordinator: None,
-            }),
-            other => Ok(other?),
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self
+                .partition
+                .wait_replicated(info.last_offset, self.epoch, left.min(window))
+                .await
+            {
+                Err(NodeError::NotLeader { .. }) => {
+                    return Err(CoordinatorError::NotCoordinator {
+                        group: group.to_owned(),
+                        coordinator: None,
+                    });
+                }
+                Err(NodeError::ReplicationTimeout { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    if !self.can_replicate(window) {
+                        return Err(self.cut_off(group));
+                    }
+                }
+                other => return Ok(other?),
+            }
         }
     }
 }
@@ -413,8 +452,22 @@ impl Coordinator {
         &self.config
     }
 
-    fn write_timeout(&self) -> Duration {
-        Duration::from_millis(self.node.config().replication.acks_all_timeout_ms)
+    /// How long a write may wait for the ISR, and the window in which the ISR must have been
+    /// heard from (see [`Coordinator::reach_window`]).
+    fn write_timeout(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.node.config().replication.acks_all_timeout_ms),
+            self.reach_window(),
+        )
+    }
+
+    /// How recently the offsets partition's followers must have fetched for this broker to
+    /// act as coordinator: two of their long polls plus a margin (1.5 s by default), so a
+    /// coordinator cut off from its peers refuses within about a heartbeat interval instead
+    /// of hanging for the acks timeout.
+    fn reach_window(&self) -> Duration {
+        let poll = u64::from(self.node.config().replication.replica_fetch_wait_max_ms);
+        Duration::from_millis(2 * poll + 500)
     }
 
     /// The offsets partition of `group` and its leader (id, address), if the offsets topic
@@ -431,6 +484,18 @@ impl Coordinator {
         Some((index, leader))
     }
 
+    /// Whether this broker leads `group`'s offsets partition but is cut off from its
+    /// followers: `FindCoordinator` then says the coordinator is not available rather than
+    /// name a broker that will refuse the member.
+    pub fn is_cut_off(&self, group: &str) -> bool {
+        let Some((index, _)) = self.locate(group) else {
+            return false;
+        };
+        read(&self.shards)
+            .get(&index)
+            .is_some_and(|s| s.still_leads() && !s.can_replicate(self.reach_window()))
+    }
+
     /// The loaded shard of `group`, if this broker coordinates it.
     fn shard(&self, group: &str) -> Result<Arc<Shard>> {
         validate_group_id(group)?;
@@ -445,6 +510,9 @@ impl Coordinator {
         if let Some(shard) = read(&self.shards).get(&index)
             && shard.still_leads()
         {
+            if !shard.can_replicate(self.reach_window()) {
+                return Err(shard.cut_off(group));
+            }
             return Ok(Arc::clone(shard));
         }
         let me = self.node.id();
@@ -943,6 +1011,7 @@ impl Coordinator {
             epoch,
             groups: Mutex::new(groups),
             cleaning: std::sync::atomic::AtomicBool::new(false),
+            last_reachable_ms: std::sync::atomic::AtomicI64::new(now),
         });
         if !leads() {
             return;
@@ -976,9 +1045,18 @@ impl Coordinator {
         let shards: Vec<Arc<Shard>> = read(&self.shards).values().cloned().collect();
         let now = now_ms();
         for shard in shards {
-            if !shard.still_leads() {
+            // Cut off: members cannot reach a coordinator that refuses them, so their
+            // sessions do not run here (a new coordinator gives them a full one).
+            if !shard.still_leads() || !shard.can_replicate(self.reach_window()) {
                 continue;
             }
+            // Back from a silence (cut off, or this process stopped): every member gets a
+            // full session from now before anyone is expired.
+            let silent_since = shard
+                .last_reachable_ms
+                .swap(now, std::sync::atomic::Ordering::AcqRel);
+            let window = i64::try_from(self.reach_window().as_millis()).unwrap_or(i64::MAX);
+            let regrant = now - silent_since > window;
             let entries = shard.entries();
             let mut live = 0u64;
             for (group, entry) in entries {
@@ -988,6 +1066,9 @@ impl Coordinator {
                     continue;
                 };
                 live += 1 + entry.offsets.len() as u64;
+                if regrant {
+                    entry.group.grant_full_sessions(now);
+                }
                 let before = entry.group.version();
                 if topics_changed {
                     entry.group.update_topics(topics);

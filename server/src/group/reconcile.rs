@@ -174,6 +174,17 @@ impl Group {
         true
     }
 
+    /// Gives every member at least a full session from `now_ms`, without changing the stored
+    /// state: for a coordinator that could not be reached for a while (cut off from its
+    /// followers, or its process stopped), so that no member is expired for not heartbeating
+    /// a coordinator that refused or could not hear it.
+    pub fn grant_full_sessions(&mut self, now_ms: i64) {
+        let deadline = now_ms.saturating_add(self.config.session_timeout_ms);
+        for m in self.members.values_mut() {
+            m.session_deadline_ms = m.session_deadline_ms.max(deadline);
+        }
+    }
+
     /// Removes every member whose session deadline, or revocation deadline, is at or before
     /// `now_ms`; their partitions are free at once. Returns the removed members.
     pub fn expire(&mut self, now_ms: i64) -> Vec<MemberId> {

@@ -244,8 +244,9 @@ impl Log {
         })
     }
 
-    /// Base offset of the first batch whose largest timestamp is at least `ts_ms` (Kafka's
-    /// ListOffsets by time, at batch granularity), or `None` if every batch is older.
+    /// Offset of the first record whose timestamp is at least `ts_ms` (Kafka's ListOffsets by
+    /// time), or `None` if every record is older. Costs the time index lookup, a walk of batch
+    /// headers from there, and the decoding of the one batch that holds the answer.
     ///
     /// # Errors
     ///

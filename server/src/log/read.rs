@@ -78,7 +78,9 @@ pub(crate) fn read(
     Ok((buf.slice(..taken), next))
 }
 
-/// Base offset of the first batch in the segment whose `max_timestamp >= ts`, if any.
+/// Offset of the first record in the segment whose timestamp is at least `ts`, if any (Kafka's
+/// ListOffsets by time). The time index names where to start walking headers; the first batch
+/// whose `max_timestamp >= ts` holds the answer, and only that batch is read and decoded.
 pub(crate) fn find_timestamp(seg: &dyn SegmentView, ts: i64) -> Result<Option<i64>> {
     let mut position = match seg.time_lookup(ts) {
         Some(e) => match find_batch(seg, seg.base_offset() + i64::from(e.rel))? {
@@ -90,9 +92,40 @@ pub(crate) fn find_timestamp(seg: &dyn SegmentView, ts: i64) -> Result<Option<i6
     while position < seg.size() {
         let header = seg.read_header(position)?;
         if header.max_timestamp >= ts {
-            return Ok(Some(header.base_offset));
+            return first_record_at(seg, position, &header, ts).map(Some);
         }
         position += header.total_len() as u64;
     }
     Ok(None)
+}
+
+/// Offset of the first record at or after `ts` in the batch at `position`, whose header says
+/// some record reaches `ts`. Records are not ordered by time, so the first in offset order wins.
+fn first_record_at(
+    seg: &dyn SegmentView,
+    position: u64,
+    header: &BatchHeader,
+    ts: i64,
+) -> Result<i64> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        path: seg.path().to_owned(),
+        position,
+        reason,
+    };
+    let available = seg.size().saturating_sub(position) as usize;
+    if header.total_len() > available {
+        return Err(corrupt("batch runs past the end of the segment".into()));
+    }
+    let batch = seg.read_bytes(position, header.total_len())?;
+    for record in cairn_batch::records(&batch) {
+        let (offset, record) = record
+            .map_err(|e| corrupt(format!("undecodable record in a timestamp lookup: {e}")))?;
+        if record.timestamp >= ts {
+            return Ok(offset);
+        }
+    }
+    Err(corrupt(format!(
+        "batch header says max_timestamp {} but no record reaches {ts}",
+        header.max_timestamp
+    )))
 }

@@ -9,7 +9,7 @@
 //! written through Raft; `ClusterState::apply` does the rest on every broker alike.
 //!
 //! Leases live only in the leader's memory, as in KRaft, and are judged on evidence only
-//! ([`Leases`]): a broker is fenced when this controller, while running and acting as
+//! (`leases.rs`): a broker is fenced when this controller, while running and acting as
 //! controller, went a whole session without hearing from it. A newly elected controller gives
 //! every broker a full session from the moment it took over, a paused or cut-off controller does
 //! not count the time it could not hear, and the controller never fences itself. Any other broker answers [`ControllerError::NotController`] with the leader it
@@ -122,7 +122,7 @@ pub struct Controller {
     max_partitions: u32,
     /// The id the first controller gives the cluster (a migrated directory's, or a new one).
     initial_cluster_id: String,
-    /// Lease deadlines on the active clock (see [`Leases`]).
+    /// Lease deadlines on the active clock (see `leases.rs`).
     leases: Mutex<Leases>,
     /// When leadership was last balanced (or this broker last became controller).
     last_balance: Mutex<Option<(u64, Instant)>>,
@@ -597,12 +597,27 @@ impl Controller {
                 .iter()
                 .filter(|(_, b)| !b.fenced)
                 .map(|(&id, _)| id);
-            self.leases()
-                .tick(std::time::Instant::now(), term, self.quorum.id(), live)
+            let mut leases = self.leases();
+            let tick = leases.tick(std::time::Instant::now(), term, self.quorum.id(), live);
+            if tick.new_term
+                && let Some((old, silent)) = self.quorum.election().last_leader()
+                && let Ok(old) = BrokerId::try_from(old)
+            {
+                // This broker saw the previous controller's Raft heartbeats stop `silent` ago
+                // (which is why it was elected): that time counts against its lease.
+                leases.already_silent(old, silent);
+                tracing::info!(
+                    term,
+                    previous = old,
+                    silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),
+                    "became controller: every broker gets a full session, the silent previous \
+                     controller the rest of its own"
+                );
+            } else if tick.new_term {
+                tracing::info!(term, "became controller: every broker gets a full session");
+            }
+            tick
         };
-        if tick.new_term {
-            tracing::info!(term, "became controller: every broker gets a full session");
-        }
         for id in tick.expired {
             tracing::warn!(
                 broker = id,

@@ -115,8 +115,9 @@ pub struct Election {
     lease: Duration,
     min_ms: u64,
     max_ms: u64,
-    /// When this node last accepted a message from a leader (AppendEntries, InstallSnapshot).
-    contact: Mutex<Option<Instant>>,
+    /// When this node last accepted a message from a leader (AppendEntries, InstallSnapshot),
+    /// and which leader.
+    contact: Mutex<Option<(Instant, u64)>>,
     /// When this node's vote last changed (it voted for a candidate, or became one): an
     /// election is under way, which counts as activity like a leader's message.
     vote_change: Mutex<Option<Instant>>,
@@ -143,15 +144,29 @@ impl Election {
         self.lease
     }
 
-    /// Records that a leader's message was accepted now.
-    pub fn heard_from_leader(&self) {
-        *self.contact.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    /// Records that a message of `leader` was accepted now.
+    pub fn heard_from_leader(&self, leader: u64) {
+        *self.contact.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), leader));
+    }
+
+    /// The last leader this node heard from (other than itself) and how long ago: a new
+    /// controller's evidence that its predecessor fell silent.
+    pub fn last_leader(&self) -> Option<(u64, Duration)> {
+        let contact = *self.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        contact
+            .filter(|&(_, leader)| leader != self.id)
+            .map(|(at, leader)| (leader, at.elapsed()))
     }
 
     /// The last sign of a leader or an election: a leader's message accepted, or this node's
     /// vote changing.
     fn activity(&self) -> Option<Instant> {
-        let contact = *self.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        let contact = self
+            .contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|(at, _)| at);
         let vote = *self
             .vote_change
             .lock()

@@ -68,6 +68,17 @@ impl Leases {
         self.deadlines.insert(broker, self.active + self.session);
     }
 
+    /// Shortens `broker`'s lease by `silent`, the time this controller had already heard
+    /// nothing from it before taking over: used once, at the start of a term, for the previous
+    /// controller, whose Raft heartbeats this broker saw stop (that silence is why it was
+    /// elected). A dead controller is then fenced one session after it fell silent, not one
+    /// session after the election.
+    pub fn already_silent(&mut self, broker: BrokerId, silent: Duration) {
+        if let Some(deadline) = self.deadlines.get_mut(&broker) {
+            *deadline = deadline.saturating_sub(silent).max(self.active);
+        }
+    }
+
     /// One controller tick at `now` in `term`, over the `live` (unfenced) brokers; `me` is this
     /// controller's own broker id. Returns which live brokers' leases ran out.
     pub fn tick(
@@ -232,6 +243,23 @@ mod tests {
             }
         }
         assert_eq!(first, Some((ms(6_000), 3)));
+    }
+
+    #[test]
+    fn a_silent_previous_controller_keeps_only_the_rest_of_its_session() {
+        let start = Instant::now();
+        let mut l = Leases::new(SESSION, STEP);
+        let t = l.tick(start, 1, 1, [1, 2, 3]);
+        assert!(t.new_term);
+        // Broker 3 led the term before and had been silent for 1.2 s when broker 1 was elected.
+        l.already_silent(3, ms(1_200));
+        let expired = run(&mut l, start, ms(100), ms(3_000), ms(100), &[1, 2, 3]);
+        assert_eq!(expired.first(), Some(&(ms(1_800), 3)));
+        // Silent longer than a session: fenced at the first tick.
+        let mut l = Leases::new(SESSION, STEP);
+        l.tick(start, 1, 1, [1, 2, 3]);
+        l.already_silent(3, ms(10_000));
+        assert_eq!(l.tick(start + ms(100), 1, 1, [1, 2, 3]).expired, vec![3]);
     }
 
     #[test]

@@ -7,10 +7,9 @@
 //! snapshots ([`StateMachine`]), both under one directory (`<data-dir>/metadata/`).
 //!
 //! The client half of the Raft transport lives here too ([`RaftNetworkClient`], one cached
-//! channel per peer); the serving half is `service::raft`, the gRPC edge. Apart from that
-//! client, this module knows nothing of the network, gRPC or the partition log: the controller
-//! (leases, fencing, leader balancing) and the wiring into the broker come later and build on
-//! these pieces.
+//! channel per peer, and the pre-vote client); the serving half is `service::raft`, the gRPC
+//! edge. Besides those clients and the broker's lease client, this module knows nothing of the
+//! network, gRPC or the partition log.
 //!
 //! # Layout
 //!
@@ -19,7 +18,15 @@
 //! - `log_store`: [`LogStore`], the Raft log and vote in append-only, CRC-framed files.
 //! - `state_machine`: [`StateMachine`], applying entries and building/installing snapshots.
 //! - `network`: [`RaftNetworkClient`] and [`PeerClient`], openraft's network over the internal
-//!   `cairn.v1.Raft` gRPC service.
+//!   `cairn.v1.Raft` gRPC service, and the pre-vote client.
+//! - `quorum`: [`Quorum`], this broker's Raft member (start, voters check, who is controller,
+//!   check-quorum, whether this run registered).
+//! - `election`: pre-vote elections (openraft's own timer is off): pure grant and timing
+//!   rules, the driver, the leader's quorum acknowledgements.
+//! - `leases`: the controller's pure lease table on its active clock (fencing on evidence).
+//! - `controller`: [`Controller`], what the Raft leader does: registration, leases, fencing,
+//!   topic commands, ISR changes, producer ids, leader balancing, migration.
+//! - `lease`: the broker's registration and heartbeats.
 
 mod assign;
 pub mod controller;

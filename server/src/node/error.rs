@@ -29,8 +29,18 @@ pub enum NodeError {
         partition: u32,
         count: u32,
     },
-    /// This broker does not lead the partition; send the request to `leader`.
-    #[error("broker does not lead {topic}-{partition}; {}", match leader {
+    /// This broker does not lead the partition; send the request to `leader`. With
+    /// `appended`, it did lead when the batch arrived and appended it at that offset, then was
+    /// replaced before the in-sync replicas confirmed it: the outcome is unknown (the batch may
+    /// survive on the new leader or be truncated). Without, nothing was written.
+    #[error("broker does not lead {topic}-{partition}{}; {}", match appended {
+        Some(offset) => format!(
+            " any more: it appended the batch (up to offset {offset}) but was replaced before the \
+             in-sync replicas confirmed it, so it may or may not survive (retrying with the \
+             idempotent producer is safe)"
+        ),
+        None => String::new(),
+    }, match leader {
         Some((id, Some(addr))) => format!("broker {id} at {addr} does"),
         Some((id, None)) => format!("broker {id} does"),
         None => "it has no leader right now (no live in-sync replica, or this broker is still \
@@ -41,6 +51,8 @@ pub enum NodeError {
         partition: u32,
         /// The leader's id and address, if there is one.
         leader: Option<(u32, Option<String>)>,
+        /// The offset this broker appended the batch at before it was replaced, if it did.
+        appended: Option<i64>,
     },
     /// The ISR is smaller than the topic's `min_insync_replicas`: an acks=all produce is
     /// refused before anything is written. Retry once replicas catch up, or use acks=1.

@@ -279,6 +279,7 @@ impl Node {
             topic: name.to_string(),
             partition: index,
             leader,
+            appended: None,
         })
     }
 

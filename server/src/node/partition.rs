@@ -338,6 +338,15 @@ impl Partition {
         Ok(())
     }
 
+    /// Whether, as leader, this broker heard from at least `min_insync_replicas` of its ISR
+    /// (itself included) within `window`: if not, it is cut off from its followers (or they
+    /// are gone) and an acks=all write would only wait for its timeout. A caller that must
+    /// answer promptly (the group coordinator) refuses instead.
+    pub fn isr_reachable(&self, window: Duration) -> bool {
+        let since = crate::node::now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        lock(&self.replicas).isr_heard_since(since, self.min_insync_replicas as usize)
+    }
+
     /// Waits until the high watermark passes `last_offset` (every in-sync replica has the
     /// batch), at most `timeout`.
     ///
@@ -360,6 +369,7 @@ impl Partition {
                     topic: self.topic.to_string(),
                     partition: self.index,
                     leader: None,
+                    appended: Some(last_offset),
                 });
             }
             if *hw.borrow_and_update() > last_offset {
@@ -431,13 +441,13 @@ impl Partition {
         Ok((read, self.high_watermark(), proposal))
     }
 
-    /// As leader, an ISR without the followers that lag more than `lag_max_ms`, if any does
-    /// and no change is pending.
-    pub fn isr_proposal(&self, lag_max_ms: i64) -> Option<Vec<BrokerId>> {
+    /// As leader, an ISR without the followers that lag more than `lag_max_ms` or have not
+    /// fetched for `silence_max_ms`, if any does and no change is pending.
+    pub fn isr_proposal(&self, lag_max_ms: i64, silence_max_ms: i64) -> Option<Vec<BrokerId>> {
         if !self.is_leader() {
             return None;
         }
-        lock(&self.replicas).shrink_proposal(super::now_ms(), lag_max_ms)
+        lock(&self.replicas).shrink_proposal(super::now_ms(), lag_max_ms, silence_max_ms)
     }
 
     /// Forgets an ISR proposal that failed, so it can be made again.
@@ -453,6 +463,7 @@ impl Partition {
                 topic: self.topic.to_string(),
                 partition: self.index,
                 leader: None,
+                appended: None,
             });
         }
         let (topic, partition) = (self.topic.to_string(), self.index);

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use crate::metadata::BrokerId;
-use crate::replication::{FollowerState, UNKNOWN_OFFSET, expand, high_watermark, shrink};
+use crate::replication::{
+    FollowerState, UNKNOWN_OFFSET, drop_silent, expand, high_watermark, shrink,
+};
 
 /// One follower's progress.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +22,9 @@ struct Progress {
     /// The leader's log end offset and the time when this follower last fetched.
     last_fetch_leader_leo: i64,
     last_fetch_ms: i64,
+    /// When the follower last fetched, or when this broker started leading if it was in
+    /// sync then: whether the leader can still reach it (see [`ReplicaSet::isr_heard_since`]).
+    last_heard_ms: i64,
 }
 
 /// The replica set of one partition, as its leader sees it.
@@ -67,6 +72,7 @@ impl ReplicaSet {
                         last_caught_up_ms: caught_up,
                         last_fetch_leader_leo: -1,
                         last_fetch_ms: 0,
+                        last_heard_ms: caught_up,
                     },
                 )
             })
@@ -100,6 +106,7 @@ impl ReplicaSet {
             last_caught_up_ms: 0,
             last_fetch_leader_leo: -1,
             last_fetch_ms: 0,
+            last_heard_ms: 0,
         });
         if fetch_offset >= leader_leo {
             p.last_caught_up_ms = now_ms;
@@ -109,6 +116,28 @@ impl ReplicaSet {
         p.log_end_offset = fetch_offset;
         p.last_fetch_leader_leo = leader_leo;
         p.last_fetch_ms = now_ms;
+        p.last_heard_ms = now_ms;
+    }
+
+    /// Whether enough of the ISR was heard from at or after `since_ms` for an acks=all write
+    /// to complete: at least `min_insync` members (this broker included), or the whole ISR if
+    /// it is smaller (a shrunk ISR was agreed with the controller, which this leader reached).
+    /// A follower is heard when it fetches, and a caught-up follower fetches at least every
+    /// `replica_fetch_wait_max_ms` (its long poll), so a leader cut off from its followers
+    /// finds out within about that.
+    pub fn isr_heard_since(&self, since_ms: i64, min_insync: usize) -> bool {
+        let heard = self
+            .isr
+            .iter()
+            .filter(|&&r| {
+                r == self.me
+                    || self
+                        .progress
+                        .get(&r)
+                        .is_some_and(|p| p.last_heard_ms >= since_ms)
+            })
+            .count();
+        heard >= min_insync.min(self.isr.len()).max(1)
     }
 
     /// The high watermark the ISR allows with the leader at `leader_leo`: every member of the
@@ -145,13 +174,25 @@ impl ReplicaSet {
             .collect()
     }
 
-    /// An ISR without the followers that lag, if any does and no change is on its way
-    /// (checked periodically).
-    pub fn shrink_proposal(&mut self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<BrokerId>> {
+    /// An ISR without the followers that lag (`lag_max_ms`) or went silent (no fetch for
+    /// `silence_max_ms`), if any did and no change is on its way (checked periodically).
+    pub fn shrink_proposal(
+        &mut self,
+        now_ms: i64,
+        lag_max_ms: i64,
+        silence_max_ms: i64,
+    ) -> Option<Vec<BrokerId>> {
         if self.pending_isr.is_some() {
             return None;
         }
-        let proposal = shrink(&self.isr, self.me, &self.states(), now_ms, lag_max_ms)?;
+        let lagging = shrink(&self.isr, self.me, &self.states(), now_ms, lag_max_ms);
+        let base = lagging.clone().unwrap_or_else(|| self.isr.clone());
+        let heard: Vec<(BrokerId, i64)> = self
+            .progress
+            .iter()
+            .map(|(&id, p)| (id, p.last_heard_ms))
+            .collect();
+        let proposal = drop_silent(&base, self.me, &heard, now_ms, silence_max_ms).or(lagging)?;
         self.pending_isr = Some(proposal.clone());
         Some(proposal)
     }
@@ -180,5 +221,27 @@ impl ReplicaSet {
     /// Forgets a proposal the controller refused or that failed, so it is tried again.
     pub fn proposal_failed(&mut self) {
         self.pending_isr = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_hears_its_isr_through_their_fetches() {
+        let (me, a, b): (BrokerId, BrokerId, BrokerId) = (1, 2, 3);
+        let mut set = ReplicaSet::default();
+        // Becoming leader at 1 000 counts every in-sync follower as heard then.
+        set.become_leader(me, &[me, a, b], &[me, a, b], 0, 1_000);
+        assert!(set.isr_heard_since(1_000, 2));
+        // Nobody fetched since: cut off (only itself is heard).
+        assert!(!set.isr_heard_since(2_000, 2));
+        set.record_fetch(a, 0, 0, 2_500);
+        assert!(set.isr_heard_since(2_000, 2), "itself and a make 2");
+        assert!(!set.isr_heard_since(2_000, 3));
+        // An ISR the controller shrank to the leader alone: nothing to hear from.
+        set.set_membership(me, &[me, a, b], &[me]);
+        assert!(set.isr_heard_since(9_000, 2));
     }
 }

@@ -166,3 +166,50 @@ fn strays_are_removed_only_when_asked() {
     // Only names shaped like partition directories are touched.
     assert!(dir.path().join("not a partition").exists());
 }
+
+/// A leader replaced while it waits for its ISR to confirm an appended batch says so: the
+/// `NOT_LEADER` carries the offset it appended at (the outcome is unknown), unlike a refusal of
+/// a broker that wrote nothing.
+#[tokio::test]
+async fn a_leader_replaced_mid_acks_all_says_it_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut feed = Feed::new();
+    feed.create("t", "id-t", vec![vec![1, 2, 3]]);
+    let node = feed.node(dir.path(), 1);
+    node.reconcile(false);
+    let p = node.partition("t", 0).expect("broker 1 leads t-0");
+    let mut builder = cairn_batch::BatchBuilder::new();
+    builder.push(&cairn_batch::Record {
+        timestamp: 1,
+        key: None,
+        value: bytes::Bytes::from_static(b"v"),
+        headers: Vec::new(),
+    });
+    let info = p.append(builder.finish()).await.unwrap();
+    let epoch = p.leader_epoch();
+    let waiting = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move {
+            p.wait_replicated(info.last_offset, epoch, Duration::from_secs(30))
+                .await
+        })
+    };
+    // Followers never fetch here; broker 2 takes over.
+    feed.apply(C::ElectLeader {
+        topic: "t".into(),
+        partition: 0,
+        leader: 2,
+    });
+    node.reconcile(false);
+    match waiting.await.unwrap() {
+        Err(NodeError::NotLeader {
+            appended: Some(offset),
+            ..
+        }) => assert_eq!(offset, info.last_offset),
+        other => panic!("expected NOT_LEADER with the appended offset, got {other:?}"),
+    }
+    match node.partition("t", 0) {
+        Err(NodeError::NotLeader { appended: None, .. }) => {}
+        other => panic!("expected NOT_LEADER that wrote nothing, got {other:?}"),
+    }
+}

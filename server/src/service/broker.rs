@@ -500,6 +500,7 @@ impl Broker for BrokerService {
             brokers: convert::brokers(&view.state),
             topics,
             controller_id: self.quorum.known_controller().unwrap_or(0),
+            metadata_index: view.applied_index,
         }))
     }
 }

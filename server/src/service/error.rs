@@ -197,11 +197,18 @@ impl From<NodeError> for Status {
                 topic,
                 partition,
                 leader,
+                appended,
             } => {
                 let mut meta = vec![("topic", topic), ("partition", partition.to_string())];
                 if let Some((id, addr)) = leader {
                     meta.push(("leader_id", id.to_string()));
                     meta.push(("leader_addr", addr.unwrap_or_default()));
+                }
+                // "false": nothing was written, a retry cannot duplicate. "true": the batch was
+                // appended at `offset` and its fate is unknown (KAFKA-13574's ambiguity).
+                meta.push(("appended", appended.is_some().to_string()));
+                if let Some(offset) = appended {
+                    meta.push(("offset", offset.to_string()));
                 }
                 status(Code::FailedPrecondition, reason::NOT_LEADER, message, &meta)
             }
@@ -455,10 +462,12 @@ fn apply_status(refusal: ApplyError, message: String) -> Status {
             message,
             &[("topic", topic)],
         ),
+        // Admin commands on a topic (delete, add partitions): advising to create it would
+        // be wrong for a delete.
         ApplyError::UnknownTopic(topic) => status(
             Code::NotFound,
             reason::UNKNOWN_TOPIC,
-            format!("{message}; create it first or check the name"),
+            format!("{message}; check the name (topic list shows the topics)"),
             &[("topic", topic)],
         ),
         ApplyError::InvalidTopicName { name, .. } => status(
@@ -654,5 +663,44 @@ pub fn group_error_status(group: &str, e: &GroupError) -> Status {
             message,
             &[g, ("field", "member_epoch".to_owned())],
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    /// A client must be able to tell a NOT_LEADER that wrote nothing from one whose batch was
+    /// appended before the leader was replaced (its fate unknown).
+    #[test]
+    fn not_leader_says_whether_the_batch_was_appended() {
+        let refusal = |appended| {
+            Status::from(NodeError::NotLeader {
+                topic: "t".into(),
+                partition: 3,
+                leader: Some((2, Some("b2:9092".into()))),
+                appended,
+            })
+        };
+        let nothing = refusal(None);
+        assert_eq!(nothing.code(), Code::FailedPrecondition);
+        let info = nothing.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, reason::NOT_LEADER);
+        assert_eq!(info.metadata["appended"], "false");
+        assert_eq!(info.metadata["leader_addr"], "b2:9092");
+        assert!(!info.metadata.contains_key("offset"));
+
+        let maybe = refusal(Some(41));
+        let info = maybe.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, reason::NOT_LEADER);
+        assert_eq!(info.metadata["appended"], "true");
+        assert_eq!(info.metadata["offset"], "41");
+        assert!(
+            maybe.message().contains("may or may not survive"),
+            "{}",
+            maybe.message()
+        );
     }
 }

@@ -38,6 +38,13 @@ use crate::peers::PeerChannels;
 const FIND_WAIT: Duration = Duration::from_secs(10);
 /// Timeout of the calls a coordinator makes to partition leaders and other brokers.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `DescribeGroup` waits for one partition leader's lag answer: a leader that is
+/// stopped or cut off costs this much (its lag is reported unknown), not a peer timeout, so
+/// that `group describe` answers within about a second under any single fault.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a broker waits for the coordinator it forwards a group admin call to: past the
+/// coordinator's own probes, short of a client's patience.
+const FORWARD_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The group calls of the Admin service, and what they share with the Groups service.
 #[derive(Debug, Clone)]
@@ -150,11 +157,21 @@ impl GroupAdmin {
         match self.coordinator.describe(&group).await {
             Ok(d) => Ok(self.describe_with_lag(d).await),
             Err(e) => match Self::forward_target(&e, &request) {
-                Some(addr) => Ok(self
-                    .admin_client(&addr)?
-                    .describe_group(Self::forwarded(request))
-                    .await?
-                    .into_inner()),
+                Some(addr) => {
+                    let mut admin = self.admin_client(&addr)?;
+                    let call = admin.describe_group(Self::forwarded(request));
+                    match tokio::time::timeout(FORWARD_TIMEOUT, call).await {
+                        Ok(answer) => Ok(answer?.into_inner()),
+                        Err(_) => Err(CoordinatorError::NotAvailable {
+                            group,
+                            why: format!(
+                                "its coordinator at {addr} did not answer within \
+                                 {FORWARD_TIMEOUT:?}"
+                            ),
+                        }
+                        .into()),
+                    }
+                }
                 None => Err(e.into()),
             },
         }
@@ -176,7 +193,16 @@ impl GroupAdmin {
         let now = now_ms();
         let probes = partitions.iter().map(|tp| {
             let committed = d.offsets.get(tp).map(|c| c.offset);
-            async move { (tp, committed, self.probe(tp, committed).await) }
+            async move {
+                let probe =
+                    match tokio::time::timeout(PROBE_TIMEOUT, self.probe(tp, committed)).await {
+                        Ok(probe) => probe,
+                        Err(_) => Err(Status::deadline_exceeded(format!(
+                            "the leader of {tp} did not answer within {PROBE_TIMEOUT:?}"
+                        ))),
+                    };
+                (tp, committed, probe)
+            }
         });
         let partitions = futures::future::join_all(probes)
             .await
@@ -517,6 +543,14 @@ impl Groups for GroupsService {
         }
         let deadline = tokio::time::Instant::now() + FIND_WAIT;
         loop {
+            if self.coordinator.is_cut_off(&group) {
+                return Err(CoordinatorError::NotAvailable {
+                    group,
+                    why: "this broker leads its partition but cannot replicate; ask another"
+                        .to_owned(),
+                }
+                .into());
+            }
             if let Some((partition, Some((id, Some(address))))) = self.coordinator.locate(&group) {
                 return Ok(Response::new(pb::FindCoordinatorResponse {
                     coordinator_id: id,

@@ -118,7 +118,7 @@ pub async fn serve(
         tokio::spawn(crate::replication::alter::run_isr_checks(
             Arc::clone(&node),
             Arc::clone(&isr),
-            node.config().replication.replica_lag_time_max_ms,
+            node.config().replication.clone(),
             cancel.clone(),
         )),
     ];

@@ -77,7 +77,9 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
-        let rpc = decode(&request.into_inner().payload)?;
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
+            decode(&request.into_inner().payload)?;
+        let leader = rpc.vote.leader_id().voted_for();
         let answer = self.raft.append_entries(rpc).await;
         if matches!(
             answer,
@@ -86,7 +88,9 @@ impl pb::raft_server::Raft for RaftService {
                 | openraft::raft::AppendEntriesResponse::Conflict)
         ) {
             // A leader this node accepts is alive: no pre-vote from here for a lease.
-            self.election.heard_from_leader();
+            if let Some(leader) = leader {
+                self.election.heard_from_leader(leader);
+            }
         }
         Ok(Response::new(pb::AppendEntriesResponse {
             payload: encode(&answer)?,
@@ -108,10 +112,14 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        let rpc = decode(&request.into_inner().payload)?;
+        let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
+            decode(&request.into_inner().payload)?;
+        let leader = rpc.vote.leader_id().voted_for();
         let answer = self.raft.install_snapshot(rpc).await;
-        if answer.is_ok() {
-            self.election.heard_from_leader();
+        if answer.is_ok()
+            && let Some(leader) = leader
+        {
+            self.election.heard_from_leader(leader);
         }
         Ok(Response::new(pb::InstallSnapshotResponse {
             payload: encode(&answer)?,

@@ -47,6 +47,7 @@ impl ReplicationService {
                         topic: topic.to_owned(),
                         partition,
                         leader: None,
+                        appended: None,
                     }))?
             }
         }

@@ -167,11 +167,11 @@ pub async fn final_read(
     let deadline = tokio::time::Instant::now() + timeout;
     let client = client(bootstrap).await?;
     let ids: Vec<u32> = (0..partitions).collect();
-    let mut consumer = client.consumer(ConsumerConfig {
-        max_wait: Duration::from_millis(200),
-        start: SeekTo::Earliest,
-        ..ConsumerConfig::default()
-    });
+    let mut consumer = client.consumer(
+        ConsumerConfig::default()
+            .max_wait(Duration::from_millis(200))
+            .offset_reset(cairn_client::OffsetReset::Earliest),
+    );
     consumer.assign(topic, ids.iter().copied());
     let mut read: BTreeMap<u32, BTreeMap<i64, u64>> = BTreeMap::new();
     let mut hws: BTreeMap<u32, i64> = BTreeMap::new();

@@ -351,6 +351,7 @@ impl Broker for NullBroker {
                 partitions,
             }],
             controller_id: BROKER_ID,
+            metadata_index: 1,
         }))
     }
 }

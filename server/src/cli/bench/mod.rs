@@ -136,7 +136,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if w.producers == 0 || w.record_size == 0 || w.partitions == 0 {
             bail!("--producers, --record-size and --partitions must be at least 1");
         }
-        let json = w.json || opts.format == Format::Json;
+        let json = w.json || opts.format() == Format::Json;
         let _server = if w.baseline {
             let server = baseline::start(&w.topic, w.partitions, w.record_size).await?;
             opts.brokers = vec![server.addr().to_string()];

@@ -160,6 +160,24 @@ fn a_fourth_member_pauses_only_the_partition_that_moves() {
 }
 
 #[test]
+fn a_coordinator_back_from_a_silence_grants_full_sessions() {
+    let (mut group, _clients, _topics) = three_on_six();
+    let version = group.version();
+    // The coordinator was cut off from 0 to 12 s: nobody could heartbeat it. Back at 12 s,
+    // every member gets a full session from then, not an expiry for its silence.
+    group.grant_full_sessions(12_000);
+    assert!(group.expire(12_000).is_empty());
+    assert!(group.expire(21_999).is_empty());
+    assert_eq!(group.next_deadline(), Some(22_000));
+    assert_eq!(group.version(), version, "nothing to store");
+    assert_eq!(group.expire(22_000).len(), 3);
+    // A later grant never shortens a session.
+    let (mut group, _clients, _topics) = three_on_six();
+    group.grant_full_sessions(-5_000);
+    assert_eq!(group.next_deadline(), Some(10_000));
+}
+
+#[test]
 fn an_expired_session_moves_its_partitions() {
     let (mut group, mut clients, topics) = three_on_six();
     let dead = clients.pop().unwrap();

@@ -4,6 +4,7 @@
 mod corruption;
 mod durability;
 mod model;
+mod time;
 
 use std::path::Path;
 
