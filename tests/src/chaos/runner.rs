@@ -181,9 +181,12 @@ pub async fn run(config: &RunConfig) -> Result<Results> {
         workload::final_read(&bootstrap, TOPIC, partitions, Duration::from_secs(60)).await?;
     stop_poller.store(true, Ordering::Relaxed);
     let meta = poller.await.context("the metadata poller panicked")?;
+    // Fences decided once the brokers are told to stop are the shutdown's, not the faults'.
+    let stop_ns = clock.now();
     let replicas = stop_and_read_replicas(&mut cc, s)?;
     let ids: Vec<u32> = cc.cluster.ids().collect();
-    let fence_log = super::brokerlog::fence_decisions(&config.out, &ids, clock);
+    let mut fence_log = super::brokerlog::fence_decisions(&config.out, &ids, clock);
+    fence_log.retain(|f| f.t_ns < stop_ns);
     let history = History {
         ops: recorder.ops(),
         meta,
