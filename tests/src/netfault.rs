@@ -1,15 +1,24 @@
 //! Real network partitions between brokers on one machine, with every packet still on
 //! 127.0.0.1: each broker runs under its own uid (see [`crate::cluster::ClusterOptions`]) and
-//! an nftables `output` hook drops, per uid, the TCP segments a broker sends to the ports of
-//! the peers it is cut off from.
+//! an nftables `output` hook drops, per uid, the TCP segments a broker sends to the peers it is
+//! cut off from.
 //!
-//! Cutting broker A off from broker B takes two rules, one per direction, each applied at the
-//! sender: `meta skuid A tcp dport B drop` and `meta skuid B tcp dport A drop`. That stalls new
-//! connections (the SYN is dropped) and established ones alike (A's data to B's listening port
-//! is dropped; B's answers on a connection B accepted come from B's listening port, but A never
-//! sends it anything to answer, and B's own data to A on connections B opened is dropped by
-//! the second rule). The test runner runs as root (uid 0), matched by no rule, so clients still
-//! reach every broker, as in Jepsen's partitions.
+//! Cutting broker A off from broker B drops, at each sender:
+//! - `meta skuid A tcp dport B` and `meta skuid B tcp dport A`: what each sends to the other's
+//!   listening port, on new and established connections alike (requests, and the SYN of a
+//!   new connection);
+//! - `meta skuid A tcp sport A ct mark B` and the same from B: what each sends from its
+//!   listening port on a connection the other opened. Those packets go to an ephemeral port,
+//!   so no destination port can name them (an answer, or a server stream's push, would still
+//!   get through); instead every connection is marked with the uid of the process that opened
+//!   it (conntrack's `ct mark`, set by a rule of a second chain, for uids [`TRACKED_UIDS`]),
+//!   and the mark names the peer. The source port keeps the rule to this cluster's brokers:
+//!   other clusters may run brokers as the same uids.
+//!
+//! Connections are marked when they open, so create the [`NetFaults`] before the brokers
+//! start: on a connection opened before, only the packets to a listening port are dropped.
+//! The test runner runs as root (uid 0), matched by no rule, so clients still reach every
+//! broker, as in Jepsen's partitions.
 //!
 //! Each [`NetFaults`] owns one table, `inet cairn_chaos_<pid>_<n>`, created on
 //! [`NetFaults::new`] and deleted on drop; `new` also deletes tables left by test processes
@@ -26,8 +35,16 @@ use anyhow::{Context, Result, bail};
 /// Prefix of every table this module creates.
 const TABLE_PREFIX: &str = "cairn_chaos_";
 
-/// The chain holding the drop rules.
+/// The chain holding the drop rules (flushed by a heal).
 const CHAIN: &str = "output";
+
+/// The chain that marks each new connection with its opener's uid (never flushed).
+const MARK_CHAIN: &str = "opener";
+
+/// The uids whose connections are marked: every uid a [`crate::TestCluster`] gives its
+/// brokers (`UID_BASE + id`, ids 1 to 64).
+pub const TRACKED_UIDS: std::ops::RangeInclusive<u32> =
+    crate::cluster::UID_BASE + 1..=crate::cluster::UID_BASE + 64;
 
 /// One broker as the packet filter sees it: the uid its process runs as and the port it
 /// listens on (on 127.0.0.1).
@@ -62,10 +79,17 @@ impl NetFaults {
             "{TABLE_PREFIX}{pid}_{}",
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        nft(&format!(
+        let mut script = format!(
             "add table inet {table}\n\
+             add chain inet {table} {MARK_CHAIN} {{ type filter hook output priority -1; policy accept; }}\n\
              add chain inet {table} {CHAIN} {{ type filter hook output priority 0; policy accept; }}\n"
-        ))?;
+        );
+        for uid in TRACKED_UIDS {
+            script.push_str(&format!(
+                "add rule inet {table} {MARK_CHAIN} meta skuid {uid} ct state new ct mark set {uid}\n"
+            ));
+        }
+        nft(&script)?;
         Ok(Self { table })
     }
 
@@ -88,22 +112,26 @@ impl NetFaults {
     ///
     /// # Errors
     ///
-    /// If `nft` refuses the rules.
+    /// If a node's uid is outside [`TRACKED_UIDS`], or `nft` refuses the rules.
     pub fn cut(&self, a: &[NetNode], b: &[NetNode]) -> Result<()> {
+        if let Some(n) = a.iter().chain(b).find(|n| !TRACKED_UIDS.contains(&n.uid)) {
+            bail!(
+                "uid {} is not in {TRACKED_UIDS:?}: its connections are not marked",
+                n.uid
+            );
+        }
         let mut script = String::new();
         for (from, to) in [(a, b), (b, a)] {
             if to.is_empty() {
                 continue;
             }
-            let ports = to
-                .iter()
-                .map(|n| n.port.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = |f: fn(&NetNode) -> String| to.iter().map(f).collect::<Vec<_>>().join(", ");
+            let (ports, uids) = (list(|n| n.port.to_string()), list(|n| n.uid.to_string()));
             for n in from {
+                let (table, uid, port) = (&self.table, n.uid, n.port);
                 script.push_str(&format!(
-                    "add rule inet {} {CHAIN} meta skuid {} tcp dport {{ {ports} }} drop\n",
-                    self.table, n.uid
+                    "add rule inet {table} {CHAIN} meta skuid {uid} tcp dport {{ {ports} }} drop\n\
+                     add rule inet {table} {CHAIN} meta skuid {uid} tcp sport {port} ct mark {{ {uids} }} drop\n"
                 ));
             }
         }

@@ -209,6 +209,8 @@ async fn an_isolated_controller_is_replaced_promptly_and_only_it_is_fenced() {
 
 async fn controller_lost(fault: Fault) {
     let _serial = SERIAL.lock().await;
+    // Before the brokers start, so that a cut also stalls the connections they open.
+    let faults = NetFaults::new().unwrap();
     let options = ClusterOptions {
         distinct_uids: matches!(fault, Fault::Isolate),
         log_dir: None,
@@ -220,7 +222,6 @@ async fn controller_lost(fault: Fault) {
         cluster.wait_full_isr("avail", p).await.unwrap();
     }
     let others: Vec<u32> = cluster.ids().filter(|&id| id != old).collect();
-    let faults = NetFaults::new().unwrap();
 
     match fault {
         Fault::Pause => cluster.pause(old).unwrap(),
@@ -305,6 +306,8 @@ async fn controller_lost(fault: Fault) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healed_isolated_voter_does_not_depose_the_controller() {
     let _serial = SERIAL.lock().await;
+    // Before the brokers start, so that a cut also stalls the connections they open.
+    let faults = NetFaults::new().unwrap();
     let options = ClusterOptions {
         distinct_uids: true,
         log_dir: None,
@@ -318,7 +321,6 @@ async fn a_healed_isolated_voter_does_not_depose_the_controller() {
         .unwrap()
         .raft_term;
     let voter = cluster.ids().find(|&id| id != controller).unwrap();
-    let faults = NetFaults::new().unwrap();
 
     cluster.isolate(&faults, voter).unwrap();
     wait_for("the controller fencing the cut-off voter", WAIT, || async {

@@ -10,8 +10,14 @@ use std::path::Path;
 
 use super::history::{Clock, FenceLogged};
 
-/// What the controller logs when it fences a broker (server/src/metadata/controller.rs).
-const FENCE_LINE: &str = "broker lease expired: fencing it broker=";
+/// What the controller's warning says when it fences a broker (server/src/metadata/
+/// controller.rs); the fenced broker is the event's `broker=` field. Older brokers wrote
+/// `broker lease expired: fencing it broker=<id>`, newer ones `...: fencing it broker=<id>
+/// session_ms=<ms>`.
+const FENCE_MESSAGE: &str = "fencing it";
+
+/// The field naming the fenced broker.
+const BROKER_FIELD: &str = " broker=";
 
 /// Every fence decision in `dir/broker-<id>.log` for `ids`, in time order. A missing log reads
 /// as empty.
@@ -27,7 +33,8 @@ pub fn fence_decisions(dir: &Path, ids: &[u32], clock: Clock) -> Vec<FenceLogged
 
 /// A fence decision from one log line, if it is one and falls inside the run.
 fn parse_fence(line: &str, by: u32, clock: Clock) -> Option<FenceLogged> {
-    let (_, rest) = line.split_once(FENCE_LINE)?;
+    let (_, fields) = line.split_once(FENCE_MESSAGE)?;
+    let (_, rest) = fields.split_once(BROKER_FIELD)?;
     let broker = rest
         .split(|c: char| !c.is_ascii_digit())
         .next()?
@@ -94,10 +101,16 @@ mod tests {
             .as_secs()
             + 5;
         let stamp = format_utc(now);
-        let line = format!("{stamp}  WARN cairn_server::metadata::controller: {FENCE_LINE}3");
-        let f = parse_fence(&line, 2, clock).expect("a fence line");
-        assert_eq!((f.by, f.broker), (2, 3));
-        assert!(f.t_ns > 3_000_000_000 && f.t_ns < 6_000_000_000, "{f:?}");
+        for message in [
+            "broker lease expired: fencing it broker=3",
+            "no heartbeat from the broker for a whole session of this controller's running \
+             time: fencing it broker=3 session_ms=3000",
+        ] {
+            let line = format!("{stamp}  WARN cairn_server::metadata::controller: {message}");
+            let f = parse_fence(&line, 2, clock).expect("a fence line");
+            assert_eq!((f.by, f.broker), (2, 3));
+            assert!(f.t_ns > 3_000_000_000 && f.t_ns < 6_000_000_000, "{f:?}");
+        }
         assert_eq!(
             parse_fence("2026-12-07T04:02:07Z INFO unfenced broker", 2, clock),
             None

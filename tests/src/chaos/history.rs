@@ -157,6 +157,9 @@ pub struct BatchSummary {
     pub crc: u32,
 }
 
+/// Every replica's batches: partition → broker → batches in offset order.
+pub type Replicas = BTreeMap<u32, BTreeMap<u32, Vec<BatchSummary>>>;
+
 /// Everything a run produced, as the checker reads it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct History {
@@ -172,7 +175,7 @@ pub struct History {
     pub final_hw: BTreeMap<u32, i64>,
     /// For each partition, each broker's batches as its files hold them (only if the run
     /// compared replicas).
-    pub replicas: BTreeMap<u32, BTreeMap<u32, Vec<BatchSummary>>>,
+    pub replicas: Replicas,
     /// Fence decisions in the brokers' logs (including ones that a deposed controller could
     /// not commit, and ones too brief for the poller to see).
     #[serde(default)]
@@ -278,8 +281,9 @@ pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
     Ok(())
 }
 
-/// Writes the history's files into `dir`: `history.jsonl` (sends, then metadata samples, each
-/// line tagged with `"f"`), `nemesis.jsonl` (faults), `final.json` (final reads and replicas).
+/// Writes the history's files into `dir`: `history.jsonl` (sends and metadata samples in time
+/// order, each line tagged with `"f"`), `nemesis.jsonl` (faults), `final.json` (final reads,
+/// high watermarks, replicas' batches, fence decisions from the logs, the end of the faults).
 ///
 /// # Errors
 ///
@@ -305,7 +309,9 @@ pub fn write_history(dir: &Path, history: &History) -> Result<()> {
     struct Final<'a> {
         final_hw: &'a BTreeMap<u32, i64>,
         final_reads: &'a BTreeMap<u32, Vec<(i64, u64)>>,
-        replicas: &'a BTreeMap<u32, BTreeMap<u32, Vec<BatchSummary>>>,
+        replicas: &'a Replicas,
+        fence_log: &'a [FenceLogged],
+        end_ns: Nanos,
     }
     let file = std::fs::File::create(dir.join("final.json"))?;
     serde_json::to_writer(
@@ -314,6 +320,8 @@ pub fn write_history(dir: &Path, history: &History) -> Result<()> {
             final_hw: &history.final_hw,
             final_reads: &history.final_reads,
             replicas: &history.replicas,
+            fence_log: &history.fence_log,
+            end_ns: history.end_ns,
         },
     )?;
     Ok(())

@@ -152,7 +152,7 @@ pub struct Nemesis<'a> {
 const QUIET_START: Duration = Duration::from_secs(2);
 
 /// How long after a heal the nemesis waits for a whole cluster before going on anyway.
-const HEALTH_WAIT: Duration = Duration::from_secs(30);
+const HEALTH_WAIT: Duration = Duration::from_secs(20);
 
 impl Nemesis<'_> {
     /// Runs `schedule` until it is done or the clock passes `until_ns`; every fault started is

@@ -5,12 +5,11 @@
 //!
 //! Also the deleted-segment canary's damage: [`truncate_first_segment`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::history::BatchSummary;
+use super::history::{BatchSummary, Replicas};
 
 /// The batches of `topic`-`partition` in the data directory `data_dir`; `None` if this broker
 /// holds no replica of it.
@@ -68,7 +67,7 @@ fn scan(bytes: &[u8]) -> (Vec<BatchSummary>, usize) {
     (out, pos)
 }
 
-/// Every broker's batches of every partition of `topic`: partition → broker → batches.
+/// Every broker's batches of every partition of `topic`.
 ///
 /// # Errors
 ///
@@ -77,8 +76,8 @@ pub fn all_replicas(
     data_dirs: &[(u32, PathBuf)],
     topic: &str,
     partitions: u32,
-) -> Result<BTreeMap<u32, BTreeMap<u32, Vec<BatchSummary>>>> {
-    let mut out: BTreeMap<u32, BTreeMap<u32, Vec<BatchSummary>>> = BTreeMap::new();
+) -> Result<Replicas> {
+    let mut out = Replicas::new();
     for p in 0..partitions {
         for (id, dir) in data_dirs {
             if let Some(batches) = replica_batches(dir, topic, p)? {

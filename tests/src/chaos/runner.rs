@@ -14,7 +14,7 @@ use cairn_proto::v1::TopicConfig;
 
 use super::availability::check_availability;
 use super::checker::check_safety;
-use super::history::{Clock, FaultRecord, History, Recorder, write_history};
+use super::history::{Clock, FaultRecord, History, Recorder, Replicas, write_history};
 use super::nemesis::{FaultKind, Nemesis, plan};
 use super::report::{Expect, Results};
 use super::topology::{ChaosCluster, Probe, SESSION};
@@ -181,9 +181,12 @@ pub async fn run(config: &RunConfig) -> Result<Results> {
         workload::final_read(&bootstrap, TOPIC, partitions, Duration::from_secs(60)).await?;
     stop_poller.store(true, Ordering::Relaxed);
     let meta = poller.await.context("the metadata poller panicked")?;
+    // Fences decided once the brokers are told to stop are the shutdown's, not the faults'.
+    let stop_ns = clock.now();
     let replicas = stop_and_read_replicas(&mut cc, s)?;
     let ids: Vec<u32> = cc.cluster.ids().collect();
-    let fence_log = super::brokerlog::fence_decisions(&config.out, &ids, clock);
+    let mut fence_log = super::brokerlog::fence_decisions(&config.out, &ids, clock);
+    fence_log.retain(|f| f.t_ns < stop_ns);
     let history = History {
         ops: recorder.ops(),
         meta,
@@ -246,15 +249,7 @@ async fn drain(writers: Vec<tokio::task::JoinHandle<Result<()>>>) {
 
 /// Stops every broker gracefully (so every log is flushed), damages a replica for the segment
 /// canary, and reads every replica's batches.
-fn stop_and_read_replicas(
-    cc: &mut ChaosCluster,
-    s: Scenario,
-) -> Result<
-    std::collections::BTreeMap<
-        u32,
-        std::collections::BTreeMap<u32, Vec<super::history::BatchSummary>>,
-    >,
-> {
+fn stop_and_read_replicas(cc: &mut ChaosCluster, s: Scenario) -> Result<Replicas> {
     let ids: Vec<u32> = cc.cluster.ids().collect();
     for (id, outcome) in tokio::task::block_in_place(|| cc.cluster.stop_all()) {
         if let Err(e) = outcome {
