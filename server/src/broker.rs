@@ -133,16 +133,18 @@ impl Broker {
         ));
         let node = Node::new(config, lock, quorum.subscribe(), tasks.clone());
         if let Some(registry) = legacy {
-            tasks.spawn(migrate(Arc::clone(&controller), registry, cancel.clone()));
+            // Dropped at shutdown; the next start migrates what is left (the file is retired
+            // only after the migration committed).
+            tasks.spawn_cancellable(migrate(Arc::clone(&controller), registry));
         }
         tracing::info!(%addr, data_dir = %data_dir.display(), "broker started; joining the cluster");
         let (registered, registration) = watch::channel::<Option<Registered>>(None);
-        tasks.spawn(announce_ready(
+        // Dropped at shutdown: a broker that never became ready has nothing to announce.
+        tasks.spawn_cancellable(announce_ready(
             addr,
             data_dir.display().to_string(),
             Arc::clone(&quorum),
             registered.subscribe(),
-            cancel.clone(),
         ));
         // The lease stops before the rest (controlled shutdown), on its own child token.
         let leave = cancel.child_token();
@@ -267,13 +269,10 @@ async fn announce_ready(
     shown: String,
     quorum: Arc<Quorum>,
     mut registration: watch::Receiver<Option<Registered>>,
-    cancel: CancellationToken,
 ) {
-    let registered = tokio::select! {
-        r = registration.wait_for(Option::is_some) => r.map(|r| *r),
-        () = cancel.cancelled() => return,
+    let Ok(r) = registration.wait_for(Option::is_some).await.map(|r| *r) else {
+        return;
     };
-    let Ok(r) = registered else { return };
     let epoch = r.map_or(0, |r| r.epoch);
     if quorum.alive_at(quorum.id(), epoch).await {
         println!("cairn listening on {addr} (data in {shown})");
@@ -318,7 +317,7 @@ async fn controlled_shutdown(node: &Node, quorum: &Quorum, lease: Lease) {
 
 /// Moves the topics of a single-broker data directory into the cluster metadata once this
 /// broker (its one voter) is the controller and registered, then retires the old file.
-async fn migrate(controller: Arc<Controller>, registry: Registry, cancel: CancellationToken) {
+async fn migrate(controller: Arc<Controller>, registry: Registry) {
     let topics: Vec<LegacyTopic> = registry
         .topics
         .iter()
@@ -346,7 +345,6 @@ async fn migrate(controller: Arc<Controller>, registry: Registry, cancel: Cancel
         tokio::select! {
             r = metadata.changed() => if r.is_err() { return },
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = cancel.cancelled() => return,
         }
     }
     match tokio::task::spawn_blocking(move || registry.retire()).await {
