@@ -164,7 +164,7 @@ impl Broker {
         tasks.spawn(run_isr_checks(
             Arc::clone(&node),
             Arc::clone(&isr),
-            node.config().replication.replica_lag_time_max_ms,
+            node.config().replication.clone(),
             cancel.clone(),
         ));
         let parts = Parts {

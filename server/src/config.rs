@@ -126,6 +126,11 @@ pub struct ReplicationConfig {
     /// How long a follower fetch waits at the leader for new records, in ms. Default 500
     /// (Kafka's `replica.fetch.wait.max.ms`).
     pub replica_fetch_wait_max_ms: u32,
+    /// A follower that has not fetched at all for this long leaves the ISR, in ms, without
+    /// waiting for `replica_lag_time_max_ms` or its fencing: a live follower long-polls, so it
+    /// fetches at least every `replica_fetch_wait_max_ms`, and every acks=all write waits for
+    /// each ISR member. More than twice `replica_fetch_wait_max_ms`. Default 1 500.
+    pub replica_fetch_silence_max_ms: u64,
     /// How long an acks=all produce waits for the ISR, in ms, before it fails with
     /// `REQUEST_TIMED_OUT`. Default 30 000 (Kafka's producer `request.timeout.ms`).
     pub acks_all_timeout_ms: u64,
@@ -137,6 +142,7 @@ impl Default for ReplicationConfig {
             replica_lag_time_max_ms: 30_000,
             replica_fetch_max_bytes: 1 << 20,
             replica_fetch_wait_max_ms: 500,
+            replica_fetch_silence_max_ms: 1_500,
             acks_all_timeout_ms: 30_000,
         }
     }
@@ -438,6 +444,14 @@ impl BrokerConfig {
                  acks_all_timeout_ms must be positive"
                     .into(),
             ));
+        }
+        if r.replica_fetch_silence_max_ms <= 2 * u64::from(r.replica_fetch_wait_max_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "replication.replica_fetch_silence_max_ms ({}) must be more than twice \
+                 replication.replica_fetch_wait_max_ms ({}): a live follower fetches at least \
+                 that often",
+                r.replica_fetch_silence_max_ms, r.replica_fetch_wait_max_ms
+            )));
         }
         self.groups.validate()?;
         self.cluster.validate()

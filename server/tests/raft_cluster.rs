@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use cairn_proto::v1::{self as pb, raft_client::RaftClient};
 use cairn_server::config::ClusterConfig;
 use cairn_server::metadata::election::Election;
+use cairn_server::metadata::network::CLUSTER_HEADER;
 use cairn_server::metadata::{
     ApplyOutcome, BrokerId, LogStore, MetadataCommand, RaftNetworkClient, SnapshotBuilder,
     StateMachine, TypeConfig,
@@ -36,6 +37,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic_types::StatusExt;
 
 type NodeId = u64;
+
+/// The cluster fingerprint every node and client of these tests shares.
+const CLUSTER: &str = "test-cluster";
 
 /// How long any one condition (an election, a replication) may take on a busy machine.
 const WAIT: Duration = Duration::from_secs(15);
@@ -113,7 +117,7 @@ impl TestNode {
         let raft = Raft::new(
             id,
             config,
-            RaftNetworkClient::new(id),
+            RaftNetworkClient::new(id, CLUSTER),
             log_store,
             sm.clone(),
         )
@@ -126,6 +130,7 @@ impl TestNode {
                     RaftService::new(
                         raft.clone(),
                         Arc::new(Election::new(id, &ClusterConfig::default())),
+                        CLUSTER,
                     )
                     .into_server(),
                 )
@@ -313,7 +318,7 @@ async fn a_closed_port_is_unreachable() -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     drop(listener);
-    let mut client = RaftNetworkClient::new(1)
+    let mut client = RaftNetworkClient::new(1, CLUSTER)
         .new_client(2, &BasicNode::new(&addr))
         .await;
     let rpc = VoteRequest::new(Vote::new(1, 1), None);
@@ -331,9 +336,12 @@ async fn a_closed_port_is_unreachable() -> Result<()> {
 async fn a_garbage_payload_is_invalid_argument() -> Result<()> {
     let node = TestNode::start(1, config()?).await?;
     let mut client = RaftClient::connect(format!("http://{}", node.addr)).await?;
-    let request = pb::VoteRequest {
+    let mut request = tonic::Request::new(pb::VoteRequest {
         payload: b"not json".as_slice().into(),
-    };
+    });
+    request
+        .metadata_mut()
+        .insert(CLUSTER_HEADER, CLUSTER.parse().expect("ascii"));
     let status = match client.vote(request).await {
         Ok(reply) => bail!("garbage accepted: {reply:?}"),
         Err(status) => status,
@@ -341,5 +349,36 @@ async fn a_garbage_payload_is_invalid_argument() -> Result<()> {
     ensure!(status.code() == Code::InvalidArgument, "got {status:?}");
     let info = status.get_details_error_info().context("no ErrorInfo")?;
     ensure!(info.reason == "INVALID_ARGUMENT", "got {info:?}");
+    node.stop().await
+}
+
+/// A call from another cluster (another fingerprint, or none: a peer of another cluster that
+/// reached this address) is refused before it reaches Raft: no vote granted, no term change.
+#[tokio::test]
+async fn a_call_from_another_cluster_is_refused_and_changes_nothing() -> Result<()> {
+    let node = TestNode::start(1, config()?).await?;
+    let term_before = node.raft.metrics().borrow().current_term;
+    let mut client = RaftClient::connect(format!("http://{}", node.addr)).await?;
+    let vote = serde_json::to_vec(&VoteRequest::new(Vote::new(1000, 7), None))?;
+    for fingerprint in [None, Some("another-cluster")] {
+        let mut request = tonic::Request::new(pb::VoteRequest {
+            payload: vote.clone().into(),
+        });
+        if let Some(f) = fingerprint {
+            request.metadata_mut().insert(CLUSTER_HEADER, f.parse()?);
+        }
+        let status = match client.vote(request).await {
+            Ok(reply) => bail!("a foreign vote was answered: {reply:?}"),
+            Err(status) => status,
+        };
+        ensure!(status.code() == Code::FailedPrecondition, "got {status:?}");
+        let info = status.get_details_error_info().context("no ErrorInfo")?;
+        ensure!(info.reason == "WRONG_CLUSTER", "got {info:?}");
+    }
+    let term_after = node.raft.metrics().borrow().current_term;
+    ensure!(
+        term_after == term_before,
+        "term moved {term_before} -> {term_after}"
+    );
     node.stop().await
 }

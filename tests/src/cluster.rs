@@ -405,29 +405,52 @@ fn index(id: u32, n: usize) -> usize {
     i
 }
 
-/// Reserves `n` distinct free ports on 127.0.0.1: binds port 0 `n` times at once, reads the
-/// ports, and releases them for the brokers to bind.
+/// The ports [`reserve_ports`] picks from: below Linux's ephemeral range (32768–60999), so
+/// that neither a broker started on port 0 nor any outgoing connection can be given one by
+/// the kernel between the reservation and the broker's bind.
+const RESERVED_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// Reserves `n` distinct free ports on 127.0.0.1, picked at random in [`RESERVED_RANGE`] and
+/// checked free by binding them, then released for the brokers to bind.
 ///
-/// This leaves a small race: between the release and a broker's bind, another process (or an
-/// outgoing connection of an earlier broker, whose ephemeral port the kernel happens to pick)
-/// may take the port. The broker then exits before announcing and
-/// [`TestBroker::wait_started`] launches it again for up to 30 s; only a port held for longer
-/// fails the start.
+/// Ephemeral ports (port 0) were used before: in the window between the release and a broker's
+/// bind, a broker of a concurrently running test (bound to port 0) or an outgoing connection
+/// could take the port, and then this cluster's Raft traffic reached another cluster's broker
+/// (seen as an openraft assertion in that broker). Outside the ephemeral range only another
+/// reservation can collide, with a chance of about one in ten thousand per port; such a broker
+/// exits before announcing and [`TestBroker::wait_started`] launches it again for up to 30 s,
+/// and Raft calls carry a cluster fingerprint, so a stray one changes nothing.
 ///
 /// # Errors
 ///
-/// If binding fails.
+/// If no free ports are found after many tries.
 pub fn reserve_ports(n: usize) -> Result<Vec<SocketAddr>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("reserving ports")?;
-    let addrs = listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<std::io::Result<Vec<_>>>()?;
-    if addrs.iter().any(|a| a.port() == 0) {
-        bail!("the kernel gave port 0");
+    use std::hash::{BuildHasher, Hasher};
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    seed.write_u32(std::process::id());
+    let mut listeners = Vec::with_capacity(n);
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(n);
+    for attempt in 0u64..10_000 {
+        if addrs.len() == n {
+            break;
+        }
+        seed.write_u64(attempt);
+        let span = u64::from(RESERVED_RANGE.end - RESERVED_RANGE.start);
+        let port = RESERVED_RANGE.start + u16::try_from(seed.finish() % span).unwrap_or(0);
+        if addrs.iter().any(|a| a.port() == port) {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            addrs.push(l.local_addr()?);
+            listeners.push(l);
+        }
     }
+    if addrs.len() < n {
+        bail!(
+            "found only {} free ports of {n} in {RESERVED_RANGE:?}",
+            addrs.len()
+        );
+    }
+    drop(listeners);
     Ok(addrs)
 }

@@ -722,3 +722,52 @@ async fn soak_no_spurious_fencing_or_election() {
         written.load(Ordering::Relaxed)
     );
 }
+
+/// A follower that stops fetching (killed) leaves every ISR after `replica_fetch_silence_max_ms`
+/// (1.5 s by default), long before its 10 s session would fence it or the 30 s lag bound would
+/// drop it, so acks=all writes wait for it only that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_follower_leaves_the_isr_long_before_its_session_ends() {
+    let _serial = SERIAL.lock().await;
+    let config = "[cluster]\n\
+        broker_heartbeat_interval_ms = 1000\n\
+        broker_session_timeout_ms = 10000\n";
+    let mut cluster = TestCluster::start(3, Some(config)).unwrap();
+    cluster.create_replicated_topic("silence", 1).await.unwrap();
+    let leader = cluster.wait_full_isr("silence", 0).await.unwrap();
+    let controller = cluster.wait_controller(None).await.unwrap();
+    let follower = cluster
+        .ids()
+        .find(|&id| id != leader && id != controller)
+        .or_else(|| cluster.ids().find(|&id| id != leader))
+        .unwrap();
+
+    cluster.kill(follower);
+    let killed = Instant::now();
+    let shrunk = wait_for("the ISR without the killed follower", WAIT, || async {
+        let s = cluster.partition_state(leader, "silence", 0).await?;
+        (!s.isr.contains(&follower)).then_some(killed.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(
+        shrunk < Duration::from_secs(6),
+        "the silent follower left the ISR only after {shrunk:?} (session 10 s, lag bound 30 s)"
+    );
+    // Still in its session: not fenced; the ISR moved on without it.
+    let d = cluster.describe_cluster(leader).await.unwrap();
+    assert!(
+        !fenced(&d).contains(&follower) || killed.elapsed() >= Duration::from_secs(10),
+        "fenced before its session ended: {d:?}"
+    );
+    let client = cluster.client().await.unwrap();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        client
+            .producer(cairn_client::ProducerConfig::default())
+            .send(cairn_client::ProducerRecord::new("silence", "after").partition(0)),
+    )
+    .await
+    .expect("an acks=all write is acknowledged without the dead follower");
+    sent.unwrap();
+}

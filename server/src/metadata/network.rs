@@ -51,6 +51,31 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The request header that carries the sender's cluster fingerprint
+/// ([`cluster_fingerprint`]); a broker refuses Raft calls whose fingerprint differs from its
+/// own, so a message misrouted to another cluster's broker (a reused address) changes nothing.
+pub const CLUSTER_HEADER: &str = "x-cairn-cluster";
+
+/// A short, stable fingerprint of the configured voters list, the same on every broker of one
+/// cluster (every broker must be given the same `--voters`).
+pub fn cluster_fingerprint(voters: &[crate::config::Voter]) -> String {
+    let mut list: Vec<String> = voters
+        .iter()
+        .map(|v| format!("{}@{}", v.id, v.addr))
+        .collect();
+    list.sort();
+    format!("{:08x}", crc32fast::hash(list.join(",").as_bytes()))
+}
+
+/// Wraps `message` in a request tagged with `cluster`.
+fn tagged<T>(cluster: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = cluster.parse() {
+        request.metadata_mut().insert(CLUSTER_HEADER, value);
+    }
+    request
+}
+
 /// Why a peer's address could not become a channel.
 #[derive(Debug, thiserror::Error)]
 #[error("peer {target} has an invalid address {addr:?}")]
@@ -94,15 +119,19 @@ pub struct PayloadCodec {
 pub struct RaftNetworkClient {
     /// This node's id, reported in timeouts.
     id: NodeId,
+    /// This cluster's fingerprint, sent with every call.
+    cluster: Arc<str>,
     /// One lazily connected channel per peer address.
     channels: PeerChannels,
 }
 
 impl RaftNetworkClient {
-    /// A factory for node `id` with no connections yet.
-    pub fn new(id: NodeId) -> Self {
+    /// A factory for node `id` of the cluster with fingerprint `cluster`, with no connections
+    /// yet.
+    pub fn new(id: NodeId, cluster: &str) -> Self {
         Self {
             id,
+            cluster: Arc::from(cluster),
             channels: PeerChannels::new(|e| e.tcp_nodelay(true).connect_timeout(CONNECT_TIMEOUT)),
         }
     }
@@ -125,6 +154,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClient {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
             id: self.id,
+            cluster: Arc::clone(&self.cluster),
             target,
             node: node.clone(),
             channel: self.channel(target, &node.addr).map_err(Arc::new),
@@ -137,6 +167,8 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClient {
 pub struct PeerClient {
     /// This node's id.
     id: NodeId,
+    /// This cluster's fingerprint, sent with every call.
+    cluster: Arc<str>,
     /// The peer's id.
     target: NodeId,
     /// The peer as membership describes it, attached to its remote errors.
@@ -226,12 +258,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let cluster = Arc::clone(&self.cluster);
         self.call(
             RPCTypes::AppendEntries,
             &option,
             &rpc,
             |mut client, payload| async move {
-                let request = pb::AppendEntriesRequest { payload };
+                let request = tagged(&cluster, pb::AppendEntriesRequest { payload });
                 let reply = client.append_entries(request).await?;
                 Ok(reply.into_inner().payload)
             },
@@ -244,12 +277,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let cluster = Arc::clone(&self.cluster);
         self.call(
             RPCTypes::InstallSnapshot,
             &option,
             &rpc,
             |mut client, payload| async move {
-                let request = pb::InstallSnapshotRequest { payload };
+                let request = tagged(&cluster, pb::InstallSnapshotRequest { payload });
                 let reply = client.install_snapshot(request).await?;
                 Ok(reply.into_inner().payload)
             },
@@ -262,12 +296,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
+        let cluster = Arc::clone(&self.cluster);
         self.call(
             RPCTypes::Vote,
             &option,
             &rpc,
             |mut client, payload| async move {
-                let request = pb::VoteRequest { payload };
+                let request = tagged(&cluster, pb::VoteRequest { payload });
                 let reply = client.vote(request).await?;
                 Ok(reply.into_inner().payload)
             },
@@ -282,6 +317,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 pub struct PreVoteClient {
     /// Shared with [`RaftNetworkClient`].
     channels: PeerChannels,
+    /// This cluster's fingerprint, sent with every call.
+    cluster: Arc<str>,
     /// Where the voters are: the effective membership's node addresses.
     raft: openraft::Raft<TypeConfig>,
 }
@@ -291,6 +328,7 @@ impl PreVoteClient {
     pub fn new(network: &RaftNetworkClient, raft: openraft::Raft<TypeConfig>) -> Self {
         Self {
             channels: network.channels.clone(),
+            cluster: Arc::clone(&network.cluster),
             raft,
         }
     }
@@ -313,9 +351,12 @@ impl PreVoteClient {
         let channel = self.channels.get(&addr).map_err(|e| e.to_string())?;
         let payload = serde_json::to_vec(req).map_err(|e| e.to_string())?;
         let reply = RaftClient::new(channel)
-            .pre_vote(pb::PreVoteRequest {
-                payload: payload.into(),
-            })
+            .pre_vote(tagged(
+                &self.cluster,
+                pb::PreVoteRequest {
+                    payload: payload.into(),
+                },
+            ))
             .await
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
         serde_json::from_slice(&reply.into_inner().payload).map_err(|e| e.to_string())

@@ -69,6 +69,8 @@ pub struct Quorum {
     /// Whether this run of the broker registered and applied the metadata up to its
     /// registration: before that it names no controller to clients (its view may be stale).
     registered: AtomicBool,
+    /// This cluster's fingerprint (its voters list), carried by every Raft call.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -122,7 +124,8 @@ impl Quorum {
         }
         .validate()
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        let network = RaftNetworkClient::new(u64::from(id));
+        let fingerprint = super::network::cluster_fingerprint(&voters);
+        let network = RaftNetworkClient::new(u64::from(id), &fingerprint);
         let raft = Raft::new(
             u64::from(id),
             Arc::new(config),
@@ -148,6 +151,7 @@ impl Quorum {
             election,
             tasks,
             registered: AtomicBool::new(false),
+            fingerprint,
         };
         if let Err(e) = quorum.join().await {
             quorum.tasks.cancel();
@@ -241,6 +245,11 @@ impl Quorum {
     /// Records that this run registered and applied the metadata up to its registration.
     pub fn set_registered(&self) {
         self.registered.store(true, Ordering::Release);
+    }
+
+    /// This cluster's fingerprint, which every Raft call carries and the `Raft` service checks.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The election state (for the `PreVote` handler).

@@ -441,13 +441,13 @@ impl Partition {
         Ok((read, self.high_watermark(), proposal))
     }
 
-    /// As leader, an ISR without the followers that lag more than `lag_max_ms`, if any does
-    /// and no change is pending.
-    pub fn isr_proposal(&self, lag_max_ms: i64) -> Option<Vec<BrokerId>> {
+    /// As leader, an ISR without the followers that lag more than `lag_max_ms` or have not
+    /// fetched for `silence_max_ms`, if any does and no change is pending.
+    pub fn isr_proposal(&self, lag_max_ms: i64, silence_max_ms: i64) -> Option<Vec<BrokerId>> {
         if !self.is_leader() {
             return None;
         }
-        lock(&self.replicas).shrink_proposal(super::now_ms(), lag_max_ms)
+        lock(&self.replicas).shrink_proposal(super::now_ms(), lag_max_ms, silence_max_ms)
     }
 
     /// Forgets an ISR proposal that failed, so it can be made again.

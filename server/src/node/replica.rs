@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use crate::metadata::BrokerId;
-use crate::replication::{FollowerState, UNKNOWN_OFFSET, expand, high_watermark, shrink};
+use crate::replication::{
+    FollowerState, UNKNOWN_OFFSET, drop_silent, expand, high_watermark, shrink,
+};
 
 /// One follower's progress.
 #[derive(Debug, Clone, Copy)]
@@ -172,13 +174,25 @@ impl ReplicaSet {
             .collect()
     }
 
-    /// An ISR without the followers that lag, if any does and no change is on its way
-    /// (checked periodically).
-    pub fn shrink_proposal(&mut self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<BrokerId>> {
+    /// An ISR without the followers that lag (`lag_max_ms`) or went silent (no fetch for
+    /// `silence_max_ms`), if any did and no change is on its way (checked periodically).
+    pub fn shrink_proposal(
+        &mut self,
+        now_ms: i64,
+        lag_max_ms: i64,
+        silence_max_ms: i64,
+    ) -> Option<Vec<BrokerId>> {
         if self.pending_isr.is_some() {
             return None;
         }
-        let proposal = shrink(&self.isr, self.me, &self.states(), now_ms, lag_max_ms)?;
+        let lagging = shrink(&self.isr, self.me, &self.states(), now_ms, lag_max_ms);
+        let base = lagging.clone().unwrap_or_else(|| self.isr.clone());
+        let heard: Vec<(BrokerId, i64)> = self
+            .progress
+            .iter()
+            .map(|(&id, p)| (id, p.last_heard_ms))
+            .collect();
+        let proposal = drop_silent(&base, self.me, &heard, now_ms, silence_max_ms).or(lagging)?;
         self.pending_isr = Some(proposal.clone());
         Some(proposal)
     }

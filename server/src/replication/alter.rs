@@ -93,16 +93,21 @@ impl IsrUpdater {
     }
 }
 
-/// Every `lag_max / 2`, proposes dropping followers that fell behind from the ISRs of the
-/// partitions this broker leads. Returns when `shutdown` fires.
+/// Every `lag_max / 2` (at most every quarter of `silence_max`), proposes dropping followers
+/// that fell behind or went silent from the ISRs of the partitions this broker leads. Returns
+/// when `shutdown` fires.
 pub async fn run_isr_checks(
     node: Arc<Node>,
     updater: Arc<IsrUpdater>,
-    lag_max_ms: u64,
+    replication: crate::config::ReplicationConfig,
     shutdown: CancellationToken,
 ) {
-    let lag = i64::try_from(lag_max_ms).unwrap_or(i64::MAX);
-    let mut tick = tokio::time::interval(Duration::from_millis((lag_max_ms / 2).max(50)));
+    let lag = i64::try_from(replication.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+    let silence = i64::try_from(replication.replica_fetch_silence_max_ms).unwrap_or(i64::MAX);
+    let every = (replication.replica_lag_time_max_ms / 2)
+        .min(replication.replica_fetch_silence_max_ms / 4)
+        .max(50);
+    let mut tick = tokio::time::interval(Duration::from_millis(every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -110,7 +115,7 @@ pub async fn run_isr_checks(
             _ = tick.tick() => {}
         }
         for p in node.led_partitions() {
-            if let Some(isr) = p.isr_proposal(lag) {
+            if let Some(isr) = p.isr_proposal(lag, silence) {
                 updater.propose(p, isr);
             }
         }

@@ -3,7 +3,8 @@
 //! lastCaughtUpTime).
 //!
 //! A follower leaves the ISR when it has not caught up with the leader's log end for longer
-//! than `replica_lag_time_max`, whether it is dead, stuck or slow; it comes back once its log
+//! than `replica_lag_time_max`, whether it is dead, stuck or slow, or sooner when it has not
+//! fetched at all for `replica_fetch_silence_max` (dead, paused or cut off); it comes back once its log
 //! end reaches the high watermark and the start of the leader's current epoch. The functions
 //! only *propose* an ISR: the leader sends it to the controller, which commits it through the
 //! metadata log (DESIGN.md §5). The leader itself is never dropped.
@@ -66,6 +67,31 @@ pub fn shrink(
     };
     let shrunk: Vec<BrokerId> = isr.iter().copied().filter(|&id| keeps(id)).collect();
     (shrunk.len() != isr.len()).then_some(shrunk)
+}
+
+/// The ISR without the followers that have not fetched at all for more than
+/// `silence_max_ms` (`last_fetch` holds, per follower, when its latest fetch arrived, or when
+/// this leader started leading). A live follower long-polls and so fetches at least every
+/// `replica_fetch_wait_max_ms`; one silent for several of those is dead, paused or cut off,
+/// and every acks=all write would otherwise wait for it until [`shrink`]'s much longer lag
+/// bound or its fencing. Never drops `leader`; members without an entry are kept ([`shrink`]
+/// handles them). `None` if nothing changes.
+pub fn drop_silent(
+    isr: &[BrokerId],
+    leader: BrokerId,
+    last_fetch: &[(BrokerId, i64)],
+    now_ms: i64,
+    silence_max_ms: i64,
+) -> Option<Vec<BrokerId>> {
+    let silent = |id: BrokerId| {
+        id != leader
+            && last_fetch
+                .iter()
+                .find(|(f, _)| *f == id)
+                .is_some_and(|(_, at)| now_ms.saturating_sub(*at) > silence_max_ms)
+    };
+    let kept: Vec<BrokerId> = isr.iter().copied().filter(|&id| !silent(id)).collect();
+    (kept.len() != isr.len()).then_some(kept)
 }
 
 /// The ISR with every follower outside it that [`is_follower_in_sync`] at `high_watermark`

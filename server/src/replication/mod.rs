@@ -30,5 +30,5 @@ mod tests;
 
 pub use epoch_cache::{CHECKPOINT_FILE, EpochCacheError, EpochEntry, LeaderEpochCache};
 pub use hw::{advance, high_watermark};
-pub use isr::{FollowerState, UNKNOWN_OFFSET, expand, is_follower_in_sync, shrink};
+pub use isr::{FollowerState, UNKNOWN_OFFSET, drop_silent, expand, is_follower_in_sync, shrink};
 pub use truncation::{Truncation, truncation_offset};

@@ -186,8 +186,12 @@ pub async fn serve(
         .add_service(admin)
         .add_service(groups)
         .add_service(
-            raft::RaftService::new(quorum.raft().clone(), Arc::clone(quorum.election()))
-                .into_server(),
+            raft::RaftService::new(
+                quorum.raft().clone(),
+                Arc::clone(quorum.election()),
+                quorum.fingerprint(),
+            )
+            .into_server(),
         )
         .add_service(controller::ControllerService::new(Arc::clone(&controller)).into_server())
         .add_service(replication::ReplicationService::new(Arc::clone(&node), isr).into_server())

@@ -19,10 +19,12 @@ use tonic::{Code, Request, Response, Status};
 use super::error::{invalid_argument, status};
 use crate::metadata::TypeConfig;
 use crate::metadata::election::{Election, PreVoteRequest};
-use crate::metadata::network::MAX_MESSAGE_BYTES;
+use crate::metadata::network::{CLUSTER_HEADER, MAX_MESSAGE_BYTES};
 
 /// Reason of the (never expected) status for an answer that could not be encoded.
 const ENCODING_FAILED: &str = "RAFT_ENCODING_FAILED";
+/// Reason of a refusal of a call from another cluster.
+const WRONG_CLUSTER: &str = "WRONG_CLUSTER";
 
 /// The `cairn.v1.Raft` service over one node's Raft handle.
 #[derive(Clone)]
@@ -32,12 +34,43 @@ pub struct RaftService {
     /// This voter's election state: told when a leader's message is accepted, and answers
     /// pre-votes.
     election: Arc<Election>,
+    /// This cluster's fingerprint: calls carrying another are refused.
+    cluster: String,
 }
 
 impl RaftService {
-    /// The service for `raft`, with its `election` state.
-    pub fn new(raft: Raft<TypeConfig>, election: Arc<Election>) -> Self {
-        Self { raft, election }
+    /// The service for `raft` of the cluster with fingerprint `cluster`, with its `election`
+    /// state.
+    pub fn new(raft: Raft<TypeConfig>, election: Arc<Election>, cluster: &str) -> Self {
+        Self {
+            raft,
+            election,
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    /// Refuses a call from another cluster (or one that does not say): a message misrouted to
+    /// this broker (another cluster's broker now on an address this one's peers knew) must not
+    /// reach this node's Raft.
+    fn check_cluster<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let theirs = request
+            .metadata()
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if theirs == Some(self.cluster.as_str()) {
+            return Ok(());
+        }
+        Err(status(
+            Code::FailedPrecondition,
+            WRONG_CLUSTER,
+            format!(
+                "this broker belongs to the cluster with voters fingerprint {}, the caller to {}; \
+                 check the caller's --voters",
+                self.cluster,
+                theirs.unwrap_or("none")
+            ),
+            &[],
+        ))
     }
 
     /// The service ready to add to a tonic server, with message limits matching the client's.
@@ -77,6 +110,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.check_cluster(&request)?;
         let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().payload)?;
         let leader = rpc.vote.leader_id().voted_for();
@@ -101,6 +135,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check_cluster(&request)?;
         let rpc = decode(&request.into_inner().payload)?;
         let answer = self.raft.vote(rpc).await;
         Ok(Response::new(pb::VoteResponse {
@@ -112,6 +147,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        self.check_cluster(&request)?;
         let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
             decode(&request.into_inner().payload)?;
         let leader = rpc.vote.leader_id().voted_for();
@@ -130,6 +166,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::PreVoteRequest>,
     ) -> Result<Response<pb::PreVoteResponse>, Status> {
+        self.check_cluster(&request)?;
         let req: PreVoteRequest = decode(&request.into_inner().payload)?;
         let answer = self.election.answer(&self.raft, &req);
         Ok(Response::new(pb::PreVoteResponse {

@@ -187,3 +187,25 @@ fn a_dead_follower_at_an_idle_watermark_re_enters_only_if_asked_about() {
     assert_eq!(expand(&[1, 2], &[f2], 50, 0), None);
     assert_eq!(expand(&[1, 2], &[f2, f3], 50, 0), Some(vec![1, 2, 3]));
 }
+
+/// A silence row: name, ISR, last fetch per follower, expected ISR.
+type SilenceRow<'a> = (&'a str, Isr<'a>, &'a [(BrokerId, i64)], Option<Isr<'a>>);
+
+#[test]
+fn silent_followers_leave_sooner_than_lagging_ones() {
+    const SILENCE: i64 = 1_500;
+    #[rustfmt::skip]
+    let table: &[SilenceRow] = &[
+        ("all fetching", &[1, 2, 3], &[(2, NOW - 100), (3, NOW - 500)], None),
+        ("one silent past the bound", &[1, 2, 3], &[(2, NOW - 100), (3, NOW - SILENCE - 1)], Some(&[1, 2])),
+        ("exactly at the bound stays", &[1, 2, 3], &[(2, NOW - SILENCE), (3, NOW)], None),
+        ("both silent", &[1, 2, 3], &[(2, 0), (3, 0)], Some(&[1])),
+        ("the leader is never dropped", &[1], &[(1, 0)], None),
+        ("no entry: kept", &[1, 2], &[], None),
+        ("a silent non-member changes nothing", &[1, 2], &[(2, NOW), (3, 0)], None),
+    ];
+    for (case, isr, last_fetch, want) in table {
+        let got = crate::replication::drop_silent(isr, 1, last_fetch, NOW, SILENCE);
+        assert_eq!(got.as_deref(), *want, "{case}");
+    }
+}
