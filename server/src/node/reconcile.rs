@@ -196,13 +196,16 @@ impl Node {
                 cancel: cancel.clone(),
             },
         );
-        runtime.spawn(fetcher::run(
-            Arc::clone(p),
-            a,
-            self.config.replication.clone(),
-            self.leader_channels.clone(),
-            cancel,
-        ));
+        self.tasks.spawn_on(
+            fetcher::run(
+                Arc::clone(p),
+                a,
+                self.config.replication.clone(),
+                self.leader_channels.clone(),
+                cancel,
+            ),
+            runtime,
+        );
     }
 
     fn stop_fetcher(&self, topic: &str, index: u32) {
