@@ -160,6 +160,13 @@ async fn coordinator_fault(fault: Fault) -> Result<()> {
         distinct_uids: fault == Fault::Isolate,
         log_dir: None,
     };
+    // Before the brokers start: the rules tag every connection as it opens, so a cut drops
+    // both directions of connections opened before it (see `netfault`).
+    let faults = if fault == Fault::Isolate {
+        Some(NetFaults::new()?)
+    } else {
+        None
+    };
     let mut cluster = TestCluster::start_with_options(3, Some(CONFIG), &options)?;
     cluster.wait_brokers_alive(&[1, 2, 3]).await?;
     let client = cluster.client().await?;
@@ -194,11 +201,6 @@ async fn coordinator_fault(fault: Fault) -> Result<()> {
     })
     .await?;
 
-    let faults = if fault == Fault::Isolate {
-        Some(NetFaults::new()?)
-    } else {
-        None
-    };
     let at = Instant::now();
     match fault {
         Fault::Kill => cluster.kill(coordinator),

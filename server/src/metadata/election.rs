@@ -193,13 +193,16 @@ impl Election {
             .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// Whether a quorum acknowledged this leader within the lease (check-quorum: a leader cut
-    /// off from its quorum stops acting as controller within one lease).
+    /// Whether a quorum acknowledged this leader within twice the lease (check-quorum: a
+    /// leader cut off from its quorum stops acting as controller within two leases, 2 s by
+    /// default). Twice, not once: the followers' own timers need a lease of silence plus a
+    /// pre-vote round before they elect anyone, and a leader starved of CPU for about a lease
+    /// on a loaded machine should not stop acting for nothing.
     pub fn has_quorum(&self, now: Instant) -> bool {
         self.quorum_ack
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|at| now.saturating_duration_since(at) < self.lease)
+            .is_some_and(|at| now.saturating_duration_since(at) < self.lease * 2)
     }
 
     /// Answers a candidate's pre-vote.
@@ -457,8 +460,9 @@ mod tests {
         let now = Instant::now();
         assert!(!e.has_quorum(now), "no ack yet");
         e.quorum_acked(now);
-        assert!(e.has_quorum(now + Duration::from_millis(999)));
-        assert!(!e.has_quorum(now + e.lease()));
+        assert!(e.has_quorum(now + e.lease()));
+        assert!(e.has_quorum(now + e.lease() * 2 - Duration::from_millis(1)));
+        assert!(!e.has_quorum(now + e.lease() * 2));
         e.clear_quorum_ack();
         assert!(!e.has_quorum(now));
     }
