@@ -75,6 +75,10 @@ struct Inner {
     generation: AtomicU64,
     /// Rotates the broker that unrouted requests (metadata, admin) try first.
     next_any: AtomicUsize,
+    /// The broker that last answered an unrouted request: tried first next time, so a paused
+    /// or cut-off broker (which accepts connections but never answers) is not picked by the
+    /// rotation while a known-good one exists. Forgotten when it fails.
+    answered: Mutex<Option<String>>,
 }
 
 /// What the client knows of the cluster.
@@ -129,6 +133,7 @@ impl Client {
                 refresh_lock: tokio::sync::Mutex::new(()),
                 generation: AtomicU64::new(0),
                 next_any: AtomicUsize::new(0),
+                answered: Mutex::new(None),
             }),
         };
         for addr in &client.inner.bootstrap {
@@ -356,10 +361,16 @@ impl Client {
                 .await
             {
                 Ok(response) => {
+                    self.note_answer(&addr, true);
                     self.store(response);
                     return Ok(());
                 }
-                Err(e) => last = Some(e.at_address(&addr)),
+                Err(e) => {
+                    if matches!(e, Error::Transport { .. } | Error::Timeout(_)) {
+                        self.note_answer(&addr, false);
+                    }
+                    last = Some(e.at_address(&addr));
+                }
             }
         }
         Err(last.expect("the broker list is never empty: bootstrap is checked"))
@@ -410,7 +421,28 @@ impl Client {
                 out.push(b.clone());
             }
         }
+        let answered = self
+            .inner
+            .answered
+            .lock()
+            .expect("answered lock poisoned")
+            .clone();
+        if let Some(a) = answered
+            && let Some(i) = out.iter().position(|o| *o == a)
+        {
+            out[..=i].rotate_right(1);
+        }
         out
+    }
+
+    /// Records whether the broker at `addr` answered an unrouted request.
+    pub(crate) fn note_answer(&self, addr: &str, answered: bool) {
+        let mut last = self.inner.answered.lock().expect("answered lock poisoned");
+        if answered {
+            *last = Some(addr.to_owned());
+        } else if last.as_deref() == Some(addr) {
+            *last = None;
+        }
     }
 
     /// The cached channel to `addr` (normalised), created lazily on first use.

@@ -109,8 +109,12 @@ impl Client {
                     Err(e) => Err(e),
                 };
                 match result {
-                    Ok(v) => return Ok(v),
+                    Ok(v) => {
+                        self.note_answer(addr, true);
+                        return Ok(v);
+                    }
                     Err(e) if matches!(e, Error::Transport { .. } | Error::Timeout(_)) => {
+                        self.note_answer(addr, false);
                         last = Some(e);
                     }
                     Err(e) => {
