@@ -13,7 +13,6 @@
 //!   machine, this broker's quorum member, the controller and the broker's lease.
 //! - [`replication`]: partition replication — the pure core (leader-epoch cache, high
 //!   watermark, ISR shrink and expand, truncation point), the follower fetcher and ISR changes.
-//! - [`coordinator`]: the group coordinator, the async shell around [`group`].
 //! - [`group`]: consumer groups' pure core (KIP-848) — the range and uniform (sticky)
 //!   assignors and one group's reconciliation state machine: epochs, revoke-before-assign,
 //!   fencing, session timeouts, static membership. No I/O, no tokio, no gRPC.
@@ -23,12 +22,8 @@
 //! - [`service`]: the gRPC edge (tonic): `cairn.v1.Broker`, `cairn.v1.Admin`, the internal
 //!   `Raft`, `Controller` and `Replication` services, health and reflection; the only place that
 //!   turns domain errors into `tonic::Status`.
-//! - [`broker`]: assembles a broker from the parts above and runs its lifecycle: one
-//!   cancellation token and one task tracker ([`tasks`]) that shutdown waits for.
-//! - [`tasks`]: the tracked background tasks every layer spawns through.
 //! - [`cli`]: the `cairn` command line (serve, topic, cluster, bench); `main.rs` only calls it.
 
-pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
@@ -39,5 +34,4 @@ pub mod node;
 pub mod peers;
 pub mod replication;
 pub mod service;
-pub mod tasks;
 pub mod topic;

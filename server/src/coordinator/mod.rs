@@ -421,13 +421,11 @@ pub struct Coordinator {
     loading: Mutex<HashMap<u32, i32>>,
     /// [`Coordinator::topic_metadata`] and the metadata index it was built at.
     topics: RwLock<Option<(u64, Arc<TopicMetadata>)>>,
-    /// The broker's tracked tasks: loads and cleaning passes run there.
-    tasks: crate::tasks::Tasks,
 }
 
 impl Coordinator {
     /// A coordinator for the offsets partitions `node` leads.
-    pub fn new(node: Arc<Node>, tasks: crate::tasks::Tasks) -> Arc<Self> {
+    pub fn new(node: Arc<Node>) -> Arc<Self> {
         let config = node.config().groups.clone();
         let assignor = config.assignor.parse().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "unknown group assignor; using uniform");
@@ -446,7 +444,6 @@ impl Coordinator {
             shards: RwLock::default(),
             loading: Mutex::default(),
             topics: RwLock::default(),
-            tasks,
         })
     }
 
@@ -936,8 +933,7 @@ impl Coordinator {
             }
             loading.insert(index, epoch);
             let me = Arc::clone(self);
-            // A load can be redone by the next leader: dropped at shutdown.
-            self.tasks.spawn_cancellable(async move {
+            tokio::spawn(async move {
                 me.load(index, p, epoch).await;
                 let mut loading = lock(&me.loading);
                 if loading.get(&index) == Some(&epoch) {
@@ -1112,9 +1108,7 @@ impl Coordinator {
                     .swap(true, std::sync::atomic::Ordering::AcqRel)
             {
                 let me = Arc::clone(self);
-                // Finishes its pass at shutdown (each write is bounded by the write timeout),
-                // and shutdown waits for it before the logs close.
-                self.tasks.spawn(async move {
+                tokio::spawn(async move {
                     if let Err(e) = me.clean(&shard).await {
                         tracing::warn!(error = %e, "cleaning an offsets partition failed; will retry");
                     }

@@ -129,8 +129,6 @@ pub struct Controller {
     /// Channels to the controller when it is another broker (admin forwarding, ISR changes,
     /// producer-id blocks).
     channels: PeerChannels,
-    /// The broker's tracked tasks (adding a learner runs in the background).
-    tasks: crate::tasks::Tasks,
 }
 
 impl Controller {
@@ -140,10 +138,8 @@ impl Controller {
         cluster: &ClusterConfig,
         max_partitions: u32,
         initial_cluster_id: String,
-        tasks: crate::tasks::Tasks,
     ) -> Self {
         Self {
-            tasks,
             quorum,
             session: Duration::from_millis(cluster.broker_session_timeout_ms),
             balance_every: Duration::from_millis(cluster.leader_balance_interval_ms),
@@ -257,7 +253,7 @@ impl Controller {
         if !self.quorum.is_member(id) {
             let raft = self.quorum.raft().clone();
             let node = openraft::BasicNode::new(addr);
-            self.tasks.spawn_cancellable(async move {
+            tokio::spawn(async move {
                 match raft.add_learner(u64::from(id), node, false).await {
                     Ok(_) => tracing::info!(broker = id, "added broker as a metadata learner"),
                     Err(e) => tracing::warn!(broker = id, error = %e, "could not add learner"),

@@ -119,8 +119,6 @@ pub struct Node {
     leader_channels: crate::peers::PeerChannels,
     /// The runtime fetchers run on (absent in synchronous unit tests: no fetchers then).
     runtime: Option<tokio::runtime::Handle>,
-    /// The broker's tracked tasks: follower fetchers run there, so shutdown waits for them.
-    tasks: crate::tasks::Tasks,
     _lock: DataDirLock,
 }
 
@@ -139,7 +137,6 @@ impl Node {
         config: BrokerConfig,
         lock: DataDirLock,
         metadata: watch::Receiver<MetadataView>,
-        tasks: crate::tasks::Tasks,
     ) -> Arc<Self> {
         let defaults = config.topic_defaults.resolve(&default_topic_config());
         Arc::new(Self {
@@ -150,7 +147,6 @@ impl Node {
             fetchers: Mutex::new(HashMap::new()),
             leader_channels: crate::replication::fetcher::leader_channels(),
             runtime: tokio::runtime::Handle::try_current().ok(),
-            tasks,
             config,
             _lock: lock,
         })

@@ -196,16 +196,13 @@ impl Node {
                 cancel: cancel.clone(),
             },
         );
-        self.tasks.spawn_on(
-            fetcher::run(
-                Arc::clone(p),
-                a,
-                self.config.replication.clone(),
-                self.leader_channels.clone(),
-                cancel,
-            ),
-            runtime,
-        );
+        runtime.spawn(fetcher::run(
+            Arc::clone(p),
+            a,
+            self.config.replication.clone(),
+            self.leader_channels.clone(),
+            cancel,
+        ));
     }
 
     fn stop_fetcher(&self, topic: &str, index: u32) {

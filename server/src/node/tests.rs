@@ -57,12 +57,7 @@ impl Feed {
 
     fn node(&self, dir: &Path, id: u32) -> Arc<Node> {
         let lock = lock_data_dir(dir).unwrap();
-        Node::new(
-            config(dir, id),
-            lock,
-            self.tx.subscribe(),
-            crate::tasks::Tasks::new(),
-        )
+        Node::new(config(dir, id), lock, self.tx.subscribe())
     }
 }
 

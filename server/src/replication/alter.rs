@@ -23,22 +23,19 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct IsrUpdater {
     controller: Arc<Controller>,
-    /// The broker's tracked tasks: proposals run there (dropped at shutdown; the next
-    /// leader proposes again).
-    tasks: crate::tasks::Tasks,
 }
 
 impl IsrUpdater {
     /// An updater reaching the controller through `controller`'s quorum view.
-    pub fn new(controller: Arc<Controller>, tasks: crate::tasks::Tasks) -> Arc<Self> {
-        Arc::new(Self { controller, tasks })
+    pub fn new(controller: Arc<Controller>) -> Arc<Self> {
+        Arc::new(Self { controller })
     }
 
     /// Proposes `isr` for `partition` in the background; a failure clears the proposal so the
     /// next check makes it again.
     pub fn propose(self: &Arc<Self>, partition: Arc<Partition>, isr: Vec<BrokerId>) {
         let this = Arc::clone(self);
-        self.tasks.spawn_cancellable(async move {
+        tokio::spawn(async move {
             let epoch = partition.leader_epoch();
             match this.send(&partition, epoch, isr.clone()).await {
                 Ok(()) => tracing::info!(

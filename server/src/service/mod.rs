@@ -28,10 +28,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::coordinator::Coordinator;
 use crate::metadata::Controller;
+use crate::metadata::lease::Registered;
 use crate::node::Node;
-use crate::replication::alter::IsrUpdater;
+use tokio::sync::watch;
 
 pub use admin::AdminService;
 pub use broker::BrokerService;
@@ -42,7 +42,7 @@ const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 32 << 20;
 /// How long in-flight requests may take to finish after a shutdown signal before the server
 /// closes their connections anyway.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -78,42 +78,50 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     )
 }
 
-/// The broker's parts the gRPC edge turns requests into calls on (built by `broker.rs`).
-#[derive(Debug, Clone)]
-pub struct Parts {
-    /// The hosted partitions.
-    pub node: Arc<Node>,
-    /// The controller (and, through it, the metadata quorum).
-    pub controller: Arc<Controller>,
-    /// The group coordinator.
-    pub coordinator: Arc<Coordinator>,
-    /// ISR changes, sent when followers' fetches move the ISR.
-    pub isr: Arc<IsrUpdater>,
-}
-
-/// Serves Cairn on `listener` until `shutdown` resolves, then flips health to NOT_SERVING,
-/// cancels `cancel` (which ends subscriptions, produce streams and long polls, and tells the
-/// broker's background work to stop), and waits for in-flight requests, at most
-/// [`DRAIN_TIMEOUT`]. Besides the public services it serves the internal Raft, Controller
-/// and Replication services. It spawns nothing: `broker.rs` runs the background work.
+/// Serves Cairn on `listener` until `shutdown` resolves, then stops accepting, flips health to
+/// NOT_SERVING, drains in-flight requests, stops background work and flushes every log.
+///
+/// Besides the public services it serves the internal Raft and Controller services and runs the
+/// broker's background work: log upkeep, following the metadata (opening and closing
+/// partitions), the controller's duties while this broker leads, and registration and lease
+/// renewal with the controller.
 ///
 /// # Errors
 ///
 /// [`ServeError`] if the server cannot be built or the transport fails.
 pub async fn serve(
     listener: TcpListener,
-    parts: Parts,
-    cancel: CancellationToken,
+    node: Arc<Node>,
+    controller: Arc<Controller>,
+    registered: watch::Sender<Option<Registered>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Parts {
-        node,
-        controller,
-        coordinator,
-        isr,
-    } = parts;
     let limits = node.config().limits.clone();
+    let cancel = CancellationToken::new();
     let quorum = Arc::clone(controller.quorum());
+    let registration = registered.subscribe();
+    let isr = crate::replication::alter::IsrUpdater::new(Arc::clone(&controller));
+    let leave = CancellationToken::new();
+    let lease = tokio::spawn(crate::metadata::lease::run(
+        Arc::clone(&quorum),
+        node.advertised_address(),
+        node.config().cluster.clone(),
+        registered,
+        leave.clone(),
+    ));
+    let coordinator = crate::coordinator::Coordinator::new(Arc::clone(&node));
+    let background = [
+        tokio::spawn(Arc::clone(&node).run_upkeep(cancel.clone())),
+        tokio::spawn(Arc::clone(&node).run_reconcile(registration, cancel.clone())),
+        tokio::spawn(Arc::clone(&controller).run(cancel.clone())),
+        tokio::spawn(Arc::clone(&coordinator).run(cancel.clone())),
+        tokio::spawn(crate::replication::alter::run_isr_checks(
+            Arc::clone(&node),
+            Arc::clone(&isr),
+            node.config().replication.clone(),
+            cancel.clone(),
+        )),
+    ];
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<BrokerServer<BrokerService>>().await;
@@ -147,9 +155,13 @@ pub async fn serve(
         .max_encoding_message_size(limits.max_request_bytes);
 
     let drain = {
+        let health = health.clone();
         let cancel = cancel.clone();
+        let node = Arc::clone(&node);
+        let quorum = Arc::clone(&quorum);
         async move {
             shutdown.await;
+            controlled_shutdown(&node, &quorum, leave, lease).await;
             tracing::info!("shutting down: draining requests");
             health
                 .set_not_serving::<BrokerServer<BrokerService>>()
@@ -215,7 +227,56 @@ pub async fn serve(
         r = server => r,
         () = drained => Ok(()),
     };
+    cancel.cancel();
+    for task in background {
+        let _ = task.await;
+    }
+    node.stop_fetchers();
+    quorum.shutdown().await;
+    let flush_node = Arc::clone(&node);
+    let _ = tokio::task::spawn_blocking(move || flush_node.flush_all()).await;
+    tracing::info!("stopped");
     result.map_err(ServeError::from)
+}
+
+/// Controlled shutdown (Kafka's): if another broker is alive to take over, asks the controller
+/// to fence this broker, which moves its partition leaderships to other in-sync replicas, and
+/// waits (at most [`DRAIN_TIMEOUT`]) until this broker leads nothing, so clients move to the new
+/// leaders before this one stops answering. Then stops the lease.
+async fn controlled_shutdown(
+    node: &Node,
+    quorum: &crate::metadata::Quorum,
+    leave: CancellationToken,
+    lease: tokio::task::JoinHandle<()>,
+) {
+    let me = quorum.id();
+    let others_alive = quorum
+        .view()
+        .state
+        .brokers()
+        .iter()
+        .any(|(&id, b)| id != me && !b.fenced);
+    leave.cancel();
+    if !others_alive {
+        lease.abort();
+        return;
+    }
+    tracing::info!("controlled shutdown: handing over partition leaderships");
+    let _ = lease.await;
+    let handed_over = async {
+        while !node.led_partitions().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, handed_over)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_leading = node.led_partitions().len(),
+            "controlled shutdown: some leaderships did not move in time"
+        );
+    }
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener with its real address.
