@@ -17,7 +17,9 @@ export PATH="$tools/venv/bin:$PATH"
 # nftables rules: they need root and the nft tool.
 if ! command -v nft >/dev/null 2>&1; then
   echo "installing nftables (the network partition tests need nft)"
-  if ! apt-get install -y -q nftables >/dev/null; then
+  # A fresh machine may have no package lists yet: update once, then install.
+  if ! apt-get install -y -q nftables >/dev/null 2>&1 \
+    && ! { apt-get update -q >/dev/null && apt-get install -y -q nftables >/dev/null; }; then
     echo "error: nft is missing and 'apt-get install -y nftables' failed;" \
       "the netfault and chaos tests need root and the nftables package" >&2
     exit 1
