@@ -28,6 +28,26 @@ fn call(broker: &TestBroker, args: &[&str]) -> Output {
         })
 }
 
+/// [`ok`], retrying for up to 30 s while the broker answers COORDINATOR_NOT_AVAILABLE.
+fn ok_once_coordinator_available(broker: &TestBroker, args: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let o = call(broker, args);
+        let loading = !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("COORDINATOR_NOT_AVAILABLE");
+        if !loading || std::time::Instant::now() >= deadline {
+            assert!(
+                o.status.success(),
+                "grpcurl {args:?} failed: {}\n{}",
+                stdout(&o),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return stdout(&o);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -173,7 +193,9 @@ fn grpcurl_drives_a_consumer_group() {
     );
     assert!(found.contains(&broker.addr().to_string()), "{found}");
 
-    let joined = ok(
+    // FindCoordinator may answer while the coordinator still loads its partition: the join then
+    // gets COORDINATOR_NOT_AVAILABLE (retriable), as a grpcurl user would see, and retries.
+    let joined = ok_once_coordinator_available(
         &broker,
         &[
             "-d",
